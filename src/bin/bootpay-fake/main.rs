@@ -1,0 +1,153 @@
+//! `bootpay-fake`: an HTTP fake of Bootpay's v2 server API for integration tests, the local
+//! demo and benchmarks.
+//!
+//! Serves `/v2/request/token`, `/v2/receipt/{id}`, `/v2/confirm` and `/v2/cancel` from an
+//! in-memory receipt store loaded from a JSON fixture, plus an unauthenticated `/_fake/...`
+//! control API for faults, outages and counters. Once listening it prints exactly one line,
+//! `BOOTPAY_API_URL=http://ADDR/v2`, on stdout; logs go to stderr and never carry credentials
+//! or tokens. Exit codes: 0 after SIGTERM/SIGINT, 2 for bad flags or fixtures, 1 otherwise.
+
+mod cli;
+mod clock;
+mod fixture;
+mod reply;
+mod routes;
+mod state;
+
+use std::io::{IsTerminal as _, Write as _};
+use std::net::{IpAddr, Ipv4Addr, Ipv6Addr, SocketAddr};
+use std::process::ExitCode;
+use std::sync::Arc;
+use std::time::Duration;
+
+use anyhow::Context as _;
+use clap::Parser as _;
+use tokio_util::sync::CancellationToken;
+use tracing_subscriber::EnvFilter;
+
+use crate::cli::Cli;
+use crate::routes::App;
+use crate::state::{Credentials, State};
+
+#[tokio::main]
+async fn main() -> ExitCode {
+    // clap prints its own message and exits with code 2 on bad flags.
+    let cli = Cli::parse();
+    init_tracing();
+    let receipts = match cli.receipts.as_deref().map(fixture::load).transpose() {
+        Ok(receipts) => receipts.unwrap_or_default(),
+        Err(error) => {
+            eprintln!("bootpay-fake: {error}");
+            return ExitCode::from(2);
+        }
+    };
+    match serve(cli, receipts).await {
+        Ok(()) => ExitCode::SUCCESS,
+        Err(error) => {
+            eprintln!("bootpay-fake: {error:#}");
+            ExitCode::FAILURE
+        }
+    }
+}
+
+async fn serve(cli: Cli, receipts: Vec<fixture::ReceiptSpec>) -> anyhow::Result<()> {
+    let credentials = Credentials {
+        application_id: cli.application_id,
+        private_key: cli.private_key,
+    };
+    let ttl = Duration::from_secs(cli.token_ttl_secs);
+    let mut state = State::new(credentials, ttl, cli.chaos_rate);
+    let receipt_count = receipts.len();
+    for spec in receipts {
+        state.upsert(spec);
+    }
+    let shutdown = CancellationToken::new();
+    let app = Arc::new(App::new(
+        state,
+        Duration::from_millis(cli.latency_ms),
+        Duration::from_millis(cli.chaos_timeout_ms),
+        shutdown.clone(),
+    ));
+
+    let listener = tokio::net::TcpListener::bind(cli.listen)
+        .await
+        .with_context(|| format!("cannot listen on {}", cli.listen))?;
+    let local = listener
+        .local_addr()
+        .context("cannot read the bound address")?;
+    announce(local)?;
+    tracing::info!(
+        address = %local,
+        receipts = receipt_count,
+        latency_ms = cli.latency_ms,
+        chaos_rate = cli.chaos_rate,
+        "Bootpay fake listening."
+    );
+
+    axum::serve(listener, routes::router(app))
+        .with_graceful_shutdown(async move {
+            shutdown_signal().await;
+            tracing::info!("Shutdown signal received, draining requests.");
+            // Ends injected delays early so slow answers do not hold up the exit.
+            shutdown.cancel();
+        })
+        .await
+        .context("server failed")?;
+    tracing::info!("Bootpay fake stopped.");
+    Ok(())
+}
+
+/// Prints the one stdout line tests and scripts wait for. A wildcard bind address is not
+/// connectable, so the loopback address of the same family is printed instead.
+fn announce(local: SocketAddr) -> anyhow::Result<()> {
+    let ip = match local.ip() {
+        IpAddr::V4(ip) if ip.is_unspecified() => IpAddr::V4(Ipv4Addr::LOCALHOST),
+        IpAddr::V6(ip) if ip.is_unspecified() => IpAddr::V6(Ipv6Addr::LOCALHOST),
+        ip => ip,
+    };
+    let mut stdout = std::io::stdout().lock();
+    writeln!(
+        stdout,
+        "BOOTPAY_API_URL=http://{}/v2",
+        SocketAddr::new(ip, local.port())
+    )
+    .and_then(|()| stdout.flush())
+    .context("cannot write the API URL to stdout")
+}
+
+fn init_tracing() {
+    let filter = EnvFilter::try_from_default_env().unwrap_or_else(|_| EnvFilter::new("info"));
+    tracing_subscriber::fmt()
+        .with_env_filter(filter)
+        .with_writer(std::io::stderr)
+        .with_ansi(std::io::stderr().is_terminal())
+        .init();
+}
+
+async fn shutdown_signal() {
+    let ctrl_c = async {
+        if let Err(error) = tokio::signal::ctrl_c().await {
+            tracing::warn!(%error, "Cannot listen for SIGINT.");
+            std::future::pending::<()>().await;
+        }
+    };
+    #[cfg(unix)]
+    let terminate = async {
+        use tokio::signal::unix::{SignalKind, signal};
+        match signal(SignalKind::terminate()) {
+            Ok(mut stream) => {
+                stream.recv().await;
+            }
+            Err(error) => {
+                tracing::warn!(%error, "Cannot listen for SIGTERM.");
+                std::future::pending::<()>().await;
+            }
+        }
+    };
+    #[cfg(not(unix))]
+    let terminate = std::future::pending::<()>();
+    tokio::select! {
+        () = ctrl_c => {}
+        () = terminate => {}
+    }
+}

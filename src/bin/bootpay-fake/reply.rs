@@ -1,0 +1,139 @@
+//! Response shapes: Bootpay's bare v2 error object, and the non-JSON answers a proxy in
+//! front of Bootpay can produce (HTML error pages, cut-off bodies).
+//!
+//! Bootpay documents the error codes but not the HTTP status of each; the mapping here
+//! (404 not found, 401 bad token, 400 invalid state, 5xx server trouble) is an assumption
+//! the client must not depend on beyond "non-2xx".
+
+use std::borrow::Cow;
+
+use axum::Json;
+use axum::http::header::{CONTENT_TYPE, RETRY_AFTER};
+use axum::http::{HeaderValue, StatusCode};
+use axum::response::{IntoResponse, Response};
+use serde_json::json;
+
+/// A v2 error: `{"error_code": "...", "message": "..."}` with a non-2xx status.
+#[derive(Debug)]
+pub struct ApiError {
+    status: StatusCode,
+    code: &'static str,
+    message: Cow<'static, str>,
+    retry_after_secs: Option<u64>,
+}
+
+impl ApiError {
+    pub fn new(
+        status: StatusCode,
+        code: &'static str,
+        message: impl Into<Cow<'static, str>>,
+    ) -> Self {
+        Self {
+            status,
+            code,
+            message: message.into(),
+            retry_after_secs: None,
+        }
+    }
+
+    /// Adds `Retry-After`, as a rate limiter would.
+    pub fn retry_after(mut self, secs: u64) -> Self {
+        self.retry_after_secs = Some(secs);
+        self
+    }
+
+    pub fn receipt_not_found() -> Self {
+        // Code and message as captured from Bootpay.
+        Self::new(
+            StatusCode::NOT_FOUND,
+            "RC_NOT_FOUND",
+            "영수증 정보를 찾지 못했습니다.",
+        )
+    }
+
+    pub fn route_not_found() -> Self {
+        Self::new(
+            StatusCode::NOT_FOUND,
+            "NOT_FOUND",
+            "요청한 API를 찾을 수 없습니다.",
+        )
+    }
+
+    pub fn credentials_refused() -> Self {
+        Self::new(
+            StatusCode::UNAUTHORIZED,
+            "TOKEN_KEY_INVALID",
+            "application_id 또는 private_key가 올바르지 않습니다.",
+        )
+    }
+
+    pub fn invalid_access_token() -> Self {
+        Self::new(
+            StatusCode::UNAUTHORIZED,
+            "INVALID_ACCESS_TOKEN",
+            "유효하지 않거나 만료된 access token입니다.",
+        )
+    }
+
+    pub fn invalid_request(detail: impl Into<Cow<'static, str>>) -> Self {
+        Self::new(StatusCode::BAD_REQUEST, "INVALID_REQUEST", detail)
+    }
+
+    /// A transient server failure with the given status (503 unless a fixture says otherwise).
+    pub fn server_error(status: StatusCode) -> Self {
+        Self::new(
+            status,
+            "SERVER_ERROR",
+            "일시적인 서버 오류입니다. 잠시 후 다시 시도해 주세요.",
+        )
+    }
+}
+
+impl IntoResponse for ApiError {
+    fn into_response(self) -> Response {
+        let mut response = (
+            self.status,
+            Json(json!({ "error_code": self.code, "message": self.message })),
+        )
+            .into_response();
+        if let Some(secs) = self.retry_after_secs {
+            response
+                .headers_mut()
+                .insert(RETRY_AFTER, HeaderValue::from(secs));
+        }
+        response
+    }
+}
+
+impl From<ApiError> for Response {
+    fn from(error: ApiError) -> Self {
+        error.into_response()
+    }
+}
+
+/// The page a load balancer serves while Bootpay is down: not JSON, not even the right type.
+pub fn outage() -> Response {
+    html(
+        StatusCode::SERVICE_UNAVAILABLE,
+        "<html><body><h1>503 Service Unavailable</h1></body></html>",
+    )
+}
+
+pub fn bad_gateway() -> Response {
+    html(
+        StatusCode::BAD_GATEWAY,
+        "<html><body><h1>502 Bad Gateway</h1></body></html>",
+    )
+}
+
+/// A 200 whose JSON body stops mid-string, as when a connection is cut during the body.
+pub fn truncated(receipt_id: &str) -> Response {
+    let mut body = json!({ "receipt_id": receipt_id }).to_string();
+    // Drops the closing `"}`, leaving `{"receipt_id":"abc`.
+    body.truncate(body.len().saturating_sub(2));
+    (StatusCode::OK, [(CONTENT_TYPE, "application/json")], body).into_response()
+}
+
+fn html(status: StatusCode, body: &'static str) -> Response {
+    (status, [(CONTENT_TYPE, "text/html")], body).into_response()
+}

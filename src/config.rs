@@ -1,0 +1,241 @@
+//! Command-line and environment configuration for `receipt-verifier run`, with the
+//! checks that make a misconfigured worker refuse to start instead of misbehaving.
+
+use std::net::IpAddr;
+use std::num::NonZeroUsize;
+use std::path::PathBuf;
+use std::time::Duration;
+
+use clap::Args;
+use secrecy::SecretString;
+use url::Url;
+
+use crate::bootpay::{BootpayConfig, RetryPolicy};
+use crate::telemetry::LogFormat;
+use crate::worker::WorkerConfig;
+
+pub const DEFAULT_BOOTPAY_API_URL: &str = "https://api.bootpay.co.kr/v2";
+
+/// The queues every command works on.
+#[derive(Debug, Clone, Args)]
+pub struct QueueArgs {
+    /// URL of the SQS queue that app servers send purchase events to.
+    #[arg(long, env = "PURCHASE_QUEUE_URL", value_parser = queue_url)]
+    pub purchase_queue_url: String,
+
+    /// URL of the SQS queue that decisions are published to.
+    #[arg(long, env = "RESULT_QUEUE_URL", value_parser = queue_url)]
+    pub result_queue_url: String,
+}
+
+#[derive(Debug, Clone, Args)]
+pub struct RunArgs {
+    #[command(flatten)]
+    pub queues: QueueArgs,
+
+    /// Bootpay REST application id.
+    #[arg(long, env = "BOOTPAY_APPLICATION_ID")]
+    pub bootpay_application_id: String,
+
+    /// Bootpay REST private key (secret). Prefer BOOTPAY_PRIVATE_KEY_FILE in containers.
+    #[arg(
+        long,
+        env = "BOOTPAY_PRIVATE_KEY",
+        hide_env_values = true,
+        value_parser = secret,
+        required_unless_present = "bootpay_private_key_file",
+        conflicts_with = "bootpay_private_key_file"
+    )]
+    pub bootpay_private_key: Option<SecretString>,
+
+    /// File holding the Bootpay private key (e.g. a mounted secret); surrounding
+    /// whitespace is ignored.
+    #[arg(long, env = "BOOTPAY_PRIVATE_KEY_FILE")]
+    pub bootpay_private_key_file: Option<PathBuf>,
+
+    /// Bootpay v2 base URL; `/request/token`, `/receipt/{id}` and `/confirm` are appended.
+    /// Must be https, except on a loopback host.
+    #[arg(long, env = "BOOTPAY_API_URL", default_value = DEFAULT_BOOTPAY_API_URL, value_parser = bootpay_url)]
+    pub bootpay_api_url: Url,
+
+    /// Most purchases verified at once. The throughput ceiling is roughly this number
+    /// divided by Bootpay's latency (64 / 50 ms ≈ 1,280 per second).
+    #[arg(long, env = "WORKER_CONCURRENCY", default_value = "64")]
+    pub concurrency: NonZeroUsize,
+
+    /// Timeout of one Bootpay HTTP request, in seconds.
+    #[arg(long, env = "BOOTPAY_TIMEOUT_SECS", default_value = "10", value_parser = clap::value_parser!(u64).range(1..=120))]
+    pub bootpay_timeout_secs: u64,
+
+    /// How long transient Bootpay failures of one purchase are retried in process before
+    /// the purchase goes back to the queue, in seconds. Capped at 80% of the purchase
+    /// queue's visibility timeout.
+    #[arg(long, env = "BOOTPAY_RETRY_BUDGET_SECS", default_value = "20", value_parser = clap::value_parser!(u64).range(0..=3600))]
+    pub bootpay_retry_budget_secs: u64,
+
+    /// First delay before a purchase without a decision (payment not final, Bootpay
+    /// failing for it) is tried again, in seconds; it doubles with each receive.
+    #[arg(long, env = "REQUEUE_BASE_DELAY_SECS", default_value = "10", value_parser = clap::value_parser!(u64).range(0..=43200))]
+    pub requeue_base_delay_secs: u64,
+
+    /// Longest such delay, in seconds (SQS allows up to 43200).
+    #[arg(long, env = "REQUEUE_MAX_DELAY_SECS", default_value = "3600", value_parser = clap::value_parser!(u64).range(0..=43200))]
+    pub requeue_max_delay_secs: u64,
+
+    /// Long-poll wait of each receive, in seconds (0–20).
+    #[arg(long, env = "RECEIVE_WAIT_SECS", default_value = "20", value_parser = clap::value_parser!(u64).range(0..=20))]
+    pub receive_wait_secs: u64,
+
+    /// On SIGTERM/SIGINT, how long in-flight purchases may take to finish before they are
+    /// released to other workers, in seconds. Keep it below the orchestrator's kill timeout.
+    #[arg(long, env = "SHUTDOWN_GRACE_SECS", default_value = "20", value_parser = clap::value_parser!(u64).range(0..=3600))]
+    pub shutdown_grace_secs: u64,
+
+    /// How long a send/delete/visibility batch waits to fill up to ten entries, in
+    /// milliseconds. Longer means fewer SQS requests, shorter means lower latency.
+    #[arg(long, env = "BATCH_LINGER_MS", default_value = "20", value_parser = clap::value_parser!(u64).range(0..=1000))]
+    pub batch_linger_ms: u64,
+
+    /// Transient Bootpay failures in a row (with no success between) that pause intake.
+    #[arg(long, env = "OUTAGE_THRESHOLD", default_value = "10", value_parser = clap::value_parser!(u32).range(1..))]
+    pub outage_threshold: u32,
+
+    /// Longest delay between probes of Bootpay while intake is paused, in seconds.
+    #[arg(long, env = "PAUSE_PROBE_MAX_SECS", default_value = "60", value_parser = clap::value_parser!(u64).range(1..=3600))]
+    pub pause_probe_max_secs: u64,
+
+    /// Log format.
+    #[arg(long, env = "LOG_FORMAT", value_enum, default_value = "text")]
+    pub log_format: LogFormat,
+}
+
+#[derive(Debug, thiserror::Error)]
+pub enum ConfigError {
+    #[error("cannot read BOOTPAY_PRIVATE_KEY_FILE {path}: {source}")]
+    KeyFile {
+        path: PathBuf,
+        source: std::io::Error,
+    },
+    #[error("the Bootpay private key is empty")]
+    EmptyKey,
+}
+
+impl RunArgs {
+    /// # Errors
+    /// When the private key cannot be read or is empty.
+    pub fn bootpay_config(
+        &self,
+        visibility_timeout: Duration,
+    ) -> Result<BootpayConfig, ConfigError> {
+        use secrecy::ExposeSecret;
+        let private_key = match (&self.bootpay_private_key, &self.bootpay_private_key_file) {
+            (Some(key), _) => key.clone(),
+            (None, Some(path)) => {
+                let text =
+                    std::fs::read_to_string(path).map_err(|source| ConfigError::KeyFile {
+                        path: path.clone(),
+                        source,
+                    })?;
+                SecretString::from(text.trim().to_owned())
+            }
+            (None, None) => return Err(ConfigError::EmptyKey),
+        };
+        if private_key.expose_secret().trim().is_empty() {
+            return Err(ConfigError::EmptyKey);
+        }
+        let budget = Duration::from_secs(self.bootpay_retry_budget_secs)
+            .min(visibility_timeout.mul_f64(0.8));
+        Ok(BootpayConfig {
+            api_url: self.bootpay_api_url.clone(),
+            application_id: self.bootpay_application_id.clone(),
+            private_key,
+            request_timeout: Duration::from_secs(self.bootpay_timeout_secs),
+            retry: RetryPolicy {
+                min_delay: Duration::from_millis(200),
+                max_delay: Duration::from_secs(5),
+                budget,
+            },
+        })
+    }
+
+    pub fn worker_config(&self) -> WorkerConfig {
+        WorkerConfig {
+            concurrency: self.concurrency.get(),
+            receive_wait: Duration::from_secs(self.receive_wait_secs),
+            requeue_base_delay: Duration::from_secs(self.requeue_base_delay_secs),
+            requeue_max_delay: Duration::from_secs(self.requeue_max_delay_secs),
+            shutdown_grace: Duration::from_secs(self.shutdown_grace_secs),
+            batch_linger: Duration::from_millis(self.batch_linger_ms),
+            outage_threshold: self.outage_threshold,
+            probe_min_delay: Duration::from_millis(500),
+            probe_max_delay: Duration::from_secs(self.pause_probe_max_secs),
+        }
+    }
+}
+
+fn secret(value: &str) -> Result<SecretString, String> {
+    Ok(SecretString::from(value.to_owned()))
+}
+
+/// An SQS queue URL: absolute http(s) with a path naming the queue.
+pub fn queue_url(value: &str) -> Result<String, String> {
+    let url = Url::parse(value).map_err(|e| {
+        format!("not a URL ({e}); expected https://sqs.<region>.amazonaws.com/<account>/<queue>")
+    })?;
+    if !matches!(url.scheme(), "http" | "https") {
+        return Err(format!("scheme `{}` is not http or https", url.scheme()));
+    }
+    if url
+        .path_segments()
+        .and_then(|mut s| s.next_back())
+        .is_none_or(str::is_empty)
+    {
+        return Err("the URL names no queue (expected …/<account>/<queue>)".into());
+    }
+    Ok(value.to_owned())
+}
+
+/// Bootpay's base URL: https, or http only on a loopback host (a local fake).
+pub fn bootpay_url(value: &str) -> Result<Url, String> {
+    let url = Url::parse(value).map_err(|e| format!("not a URL ({e})"))?;
+    let loopback = match url.host() {
+        Some(url::Host::Domain(d)) => d.eq_ignore_ascii_case("localhost"),
+        Some(url::Host::Ipv4(ip)) => IpAddr::V4(ip).is_loopback(),
+        Some(url::Host::Ipv6(ip)) => IpAddr::V6(ip).is_loopback(),
+        None => return Err("the URL has no host".into()),
+    };
+    match url.scheme() {
+        "https" => Ok(url),
+        "http" if loopback => Ok(url),
+        "http" => Err("plain http is allowed only for a loopback host; use https".into()),
+        other => Err(format!("scheme `{other}` is not https")),
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn bootpay_url_must_be_https_unless_loopback() {
+        assert!(bootpay_url("https://api.bootpay.co.kr/v2").is_ok());
+        assert!(bootpay_url("http://127.0.0.1:8080/v2").is_ok());
+        assert!(bootpay_url("http://[::1]:8080/v2").is_ok());
+        assert!(bootpay_url("http://localhost/v2").is_ok());
+        assert!(bootpay_url("http://api.bootpay.co.kr/v2").is_err());
+        assert!(bootpay_url("http://10.0.0.1/v2").is_err());
+        assert!(bootpay_url("ftp://127.0.0.1/v2").is_err());
+        assert!(bootpay_url("not a url").is_err());
+    }
+
+    #[test]
+    fn queue_urls_must_name_a_queue() {
+        assert!(
+            queue_url("https://sqs.ap-northeast-2.amazonaws.com/123456789012/purchases").is_ok()
+        );
+        assert!(queue_url("http://127.0.0.1:4566/000000000000/q").is_ok());
+        assert!(queue_url("https://sqs.ap-northeast-2.amazonaws.com/").is_err());
+        assert!(queue_url("purchases").is_err());
+        assert!(queue_url("file:///tmp/q").is_err());
+    }
+}

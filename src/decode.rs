@@ -1,0 +1,280 @@
+//! Decode stage: a purchase event's message body becomes a [`PurchaseEvent`], or a
+//! [`DecodeError`] that says exactly which part of the contract it breaks.
+//!
+//! Validation is done by hand over a `serde_json::Value` rather than with a derived
+//! `Deserialize`, because the error goes to an operator reading the dead-letter queue and
+//! must name the field and the rule, not a serde position.
+
+use serde_json::{Map, Number, Value};
+
+/// A purchase the app server wants verified before it hands out goods.
+#[derive(Debug, Clone, PartialEq)]
+pub struct PurchaseEvent {
+    pub receipt_id: String,
+    pub order_id: String,
+    /// What the app server charged; compared with what Bootpay says was paid.
+    pub price: Amount,
+    pub currency: Option<String>,
+    /// Opaque to the worker, echoed on the decision.
+    pub metadata: Option<Value>,
+    pub event_id: Option<String>,
+}
+
+/// A non-negative amount of money as it appeared on the wire.
+///
+/// The original JSON number is kept so the decision echoes `3000` as `3000`, while
+/// comparisons use its value, so `3000` and `3000.0` are the same amount.
+#[derive(Debug, Clone)]
+pub struct Amount(Number);
+
+impl Amount {
+    /// Accepts any finite JSON number ≥ 0 (`-0` counts as zero).
+    pub fn new(number: Number) -> Option<Self> {
+        let value = number.as_f64()?;
+        (value.is_finite() && value >= 0.0).then_some(Self(number))
+    }
+
+    pub fn value(&self) -> f64 {
+        // `new` only admits numbers that have an f64 value.
+        self.0.as_f64().unwrap_or(f64::NAN)
+    }
+
+    pub fn as_number(&self) -> &Number {
+        &self.0
+    }
+}
+
+impl PartialEq for Amount {
+    fn eq(&self, other: &Self) -> bool {
+        self.value() == other.value()
+    }
+}
+
+/// Why a message body is not a valid purchase event. The `Display` text is what an
+/// operator sees on the dead letter.
+#[derive(Debug, Clone, PartialEq, thiserror::Error)]
+pub enum DecodeError {
+    #[error("body is not valid JSON: {0}")]
+    NotJson(String),
+    #[error("body is a JSON {0}, not an object")]
+    NotAnObject(&'static str),
+    #[error("required field `{0}` is missing")]
+    MissingField(&'static str),
+    #[error("field `{field}` {problem}")]
+    InvalidField {
+        field: &'static str,
+        problem: &'static str,
+    },
+}
+
+impl DecodeError {
+    /// A stable, bounded code for message attributes and metric labels.
+    pub fn code(&self) -> &'static str {
+        match self {
+            Self::NotJson(_) => "invalid_json",
+            Self::NotAnObject(_) => "not_an_object",
+            Self::MissingField(_) => "missing_field",
+            Self::InvalidField { .. } => "invalid_field",
+        }
+    }
+}
+
+impl PurchaseEvent {
+    /// Parses and validates a message body against the purchase-event contract.
+    ///
+    /// # Errors
+    /// A [`DecodeError`] naming the first rule the body breaks.
+    pub fn parse(body: &str) -> Result<Self, DecodeError> {
+        let value: Value =
+            serde_json::from_str(body).map_err(|e| DecodeError::NotJson(e.to_string()))?;
+        let Value::Object(mut fields) = value else {
+            return Err(DecodeError::NotAnObject(json_type(&value)));
+        };
+        Ok(Self {
+            receipt_id: required_id(&fields, "receipt_id")?,
+            order_id: required_id(&fields, "order_id")?,
+            price: price(&fields)?,
+            currency: optional_string(&fields, "currency")?,
+            event_id: optional_string(&fields, "event_id")?,
+            metadata: fields.remove("metadata").filter(|m| !m.is_null()),
+        })
+    }
+}
+
+fn required_id(fields: &Map<String, Value>, field: &'static str) -> Result<String, DecodeError> {
+    match fields.get(field) {
+        None | Some(Value::Null) => Err(DecodeError::MissingField(field)),
+        Some(Value::String(s)) if s.trim().is_empty() => Err(DecodeError::InvalidField {
+            field,
+            problem: "must not be empty",
+        }),
+        Some(Value::String(s)) => Ok(s.clone()),
+        Some(_) => Err(DecodeError::InvalidField {
+            field,
+            problem: "must be a string",
+        }),
+    }
+}
+
+fn price(fields: &Map<String, Value>) -> Result<Amount, DecodeError> {
+    const FIELD: &str = "price";
+    match fields.get(FIELD) {
+        None | Some(Value::Null) => Err(DecodeError::MissingField(FIELD)),
+        Some(Value::Number(n)) => Amount::new(n.clone()).ok_or(DecodeError::InvalidField {
+            field: FIELD,
+            problem: "must be a number greater than or equal to 0",
+        }),
+        Some(_) => Err(DecodeError::InvalidField {
+            field: FIELD,
+            problem: "must be a number",
+        }),
+    }
+}
+
+fn optional_string(
+    fields: &Map<String, Value>,
+    field: &'static str,
+) -> Result<Option<String>, DecodeError> {
+    match fields.get(field) {
+        None | Some(Value::Null) => Ok(None),
+        Some(Value::String(s)) => Ok(Some(s.clone())),
+        Some(_) => Err(DecodeError::InvalidField {
+            field,
+            problem: "must be a string when present",
+        }),
+    }
+}
+
+fn json_type(value: &Value) -> &'static str {
+    match value {
+        Value::Null => "null",
+        Value::Bool(_) => "boolean",
+        Value::Number(_) => "number",
+        Value::String(_) => "string",
+        Value::Array(_) => "array",
+        Value::Object(_) => "object",
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn parse(body: &str) -> Result<PurchaseEvent, DecodeError> {
+        PurchaseEvent::parse(body)
+    }
+
+    #[test]
+    fn accepts_a_full_event_and_ignores_unknown_fields() {
+        let event = parse(
+            r#"{"receipt_id":"r-1","order_id":"o-1","price":3000,"currency":"KRW",
+                "metadata":{"user":7},"event_id":"e-1","unknown":[1,2]}"#,
+        )
+        .unwrap();
+        assert_eq!(event.receipt_id, "r-1");
+        assert_eq!(event.order_id, "o-1");
+        assert_eq!(event.price.as_number().to_string(), "3000");
+        assert_eq!(event.currency.as_deref(), Some("KRW"));
+        assert_eq!(event.metadata, Some(serde_json::json!({"user": 7})));
+        assert_eq!(event.event_id.as_deref(), Some("e-1"));
+    }
+
+    #[test]
+    fn integer_and_float_prices_are_the_same_amount() {
+        let a = parse(r#"{"receipt_id":"r","order_id":"o","price":3000}"#).unwrap();
+        let b = parse(r#"{"receipt_id":"r","order_id":"o","price":3000.0}"#).unwrap();
+        let c = parse(r#"{"receipt_id":"r","order_id":"o","price":3000.0000001}"#).unwrap();
+        assert_eq!(a.price, b.price);
+        assert_ne!(a.price, c.price);
+        assert_eq!(b.price.as_number().to_string(), "3000.0");
+    }
+
+    #[test]
+    fn zero_and_negative_zero_are_valid_prices() {
+        assert!(parse(r#"{"receipt_id":"r","order_id":"o","price":0}"#).is_ok());
+        assert!(parse(r#"{"receipt_id":"r","order_id":"o","price":-0.0}"#).is_ok());
+    }
+
+    #[test]
+    fn rejects_each_contract_violation_with_its_own_error() {
+        let cases: &[(&str, DecodeError)] = &[
+            ("not json", DecodeError::NotJson(String::new())),
+            ("[1,2]", DecodeError::NotAnObject("array")),
+            ("\"text\"", DecodeError::NotAnObject("string")),
+            (
+                r#"{"order_id":"o","price":1}"#,
+                DecodeError::MissingField("receipt_id"),
+            ),
+            (
+                r#"{"receipt_id":null,"order_id":"o","price":1}"#,
+                DecodeError::MissingField("receipt_id"),
+            ),
+            (
+                r#"{"receipt_id":"r","price":1}"#,
+                DecodeError::MissingField("order_id"),
+            ),
+            (
+                r#"{"receipt_id":"r","order_id":"o"}"#,
+                DecodeError::MissingField("price"),
+            ),
+            (
+                r#"{"receipt_id":"  ","order_id":"o","price":1}"#,
+                DecodeError::InvalidField {
+                    field: "receipt_id",
+                    problem: "must not be empty",
+                },
+            ),
+            (
+                r#"{"receipt_id":"r","order_id":7,"price":1}"#,
+                DecodeError::InvalidField {
+                    field: "order_id",
+                    problem: "must be a string",
+                },
+            ),
+            (
+                r#"{"receipt_id":"r","order_id":"o","price":"3000"}"#,
+                DecodeError::InvalidField {
+                    field: "price",
+                    problem: "must be a number",
+                },
+            ),
+            (
+                r#"{"receipt_id":"r","order_id":"o","price":-1}"#,
+                DecodeError::InvalidField {
+                    field: "price",
+                    problem: "must be a number greater than or equal to 0",
+                },
+            ),
+            (
+                r#"{"receipt_id":"r","order_id":"o","price":1,"currency":5}"#,
+                DecodeError::InvalidField {
+                    field: "currency",
+                    problem: "must be a string when present",
+                },
+            ),
+        ];
+        for (body, expected) in cases {
+            let err = parse(body).unwrap_err();
+            match (expected, &err) {
+                (DecodeError::NotJson(_), DecodeError::NotJson(_)) => {}
+                _ => assert_eq!(&err, expected, "body: {body}"),
+            }
+        }
+    }
+
+    #[test]
+    fn out_of_range_numbers_are_not_json() {
+        let err = parse(r#"{"receipt_id":"r","order_id":"o","price":1e400}"#).unwrap_err();
+        assert_eq!(err.code(), "invalid_json");
+    }
+
+    #[test]
+    fn deep_nesting_is_an_error_not_a_stack_overflow() {
+        let body = format!(
+            r#"{{"receipt_id":"r","order_id":"o","price":1,"metadata":{}{}}}"#,
+            "[".repeat(100_000),
+            "]".repeat(100_000)
+        );
+        assert_eq!(parse(&body).unwrap_err().code(), "invalid_json");
+    }
+}

@@ -1,0 +1,93 @@
+//! `receipt-verifier`: the worker (`run`) and its operator commands.
+
+use std::process::ExitCode;
+
+use anyhow::Context as _;
+use clap::{Parser, Subcommand};
+use receipt_verifier::config::RunArgs;
+use receipt_verifier::{queues, telemetry, worker};
+
+#[derive(Debug, Parser)]
+#[command(
+    name = "receipt-verifier",
+    version,
+    about = "Verifies Bootpay receipts for purchases queued on SQS and publishes fulfill/reject decisions."
+)]
+struct Cli {
+    #[command(subcommand)]
+    command: Command,
+}
+
+#[derive(Debug, Subcommand)]
+enum Command {
+    /// Run the worker: poll purchases, verify them with Bootpay, publish decisions.
+    Run(RunArgs),
+}
+
+fn main() -> ExitCode {
+    let cli = Cli::parse();
+    let runtime = match tokio::runtime::Runtime::new() {
+        Ok(rt) => rt,
+        Err(e) => {
+            eprintln!("error: cannot start the async runtime: {e}");
+            return ExitCode::FAILURE;
+        }
+    };
+    let result = match cli.command {
+        Command::Run(args) => runtime.block_on(run(args)),
+    };
+    match result {
+        Ok(()) => ExitCode::SUCCESS,
+        Err(e) => {
+            tracing::error!(message = "Exiting on an error.", error = %format!("{e:#}"));
+            eprintln!("error: {e:#}");
+            ExitCode::from(2)
+        }
+    }
+}
+
+async fn run(args: RunArgs) -> anyhow::Result<()> {
+    telemetry::init(args.log_format);
+    let aws = aws_config::load_from_env().await;
+    let sqs = aws_sdk_sqs::Client::new(&aws);
+    let queues = queues::resolve(
+        &sqs,
+        &args.queues.purchase_queue_url,
+        &args.queues.result_queue_url,
+    )
+    .await
+    .context("refusing to start")?;
+    let bootpay = args
+        .bootpay_config(queues.visibility_timeout)
+        .context("refusing to start")?;
+    worker::run(
+        sqs,
+        queues,
+        bootpay,
+        args.worker_config(),
+        shutdown_signal(),
+    )
+    .await
+}
+
+/// Completes on the first SIGTERM or SIGINT.
+async fn shutdown_signal() {
+    let ctrl_c = async {
+        let _ = tokio::signal::ctrl_c().await;
+    };
+    #[cfg(unix)]
+    let term = async {
+        match tokio::signal::unix::signal(tokio::signal::unix::SignalKind::terminate()) {
+            Ok(mut s) => {
+                s.recv().await;
+            }
+            Err(_) => std::future::pending::<()>().await,
+        }
+    };
+    #[cfg(not(unix))]
+    let term = std::future::pending::<()>();
+    tokio::select! {
+        () = ctrl_c => {},
+        () = term => {},
+    }
+}

@@ -1,0 +1,332 @@
+//! Verify stage: looks a purchase's receipt up on Bootpay and decides `fulfill` or
+//! `reject`, confirming a payment that waits for server approval only after it has
+//! passed every check.
+//!
+//! Invariant: a payment whose order, amount or currency differs from the event is never
+//! confirmed, so no money is captured for a tampered purchase.
+
+use serde::Serialize;
+use serde_json::Number;
+
+use crate::bootpay::{BootpayClient, BootpayError, Receipt};
+use crate::decode::{Amount, PurchaseEvent};
+
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize)]
+#[serde(rename_all = "snake_case")]
+pub enum Decision {
+    Fulfill,
+    Reject,
+}
+
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize)]
+#[serde(rename_all = "snake_case")]
+pub enum Reason {
+    Verified,
+    OrderMismatch,
+    PriceMismatch,
+    CurrencyMismatch,
+    Cancelled,
+    NotPaid,
+    ReceiptNotFound,
+}
+
+impl Decision {
+    pub fn as_str(self) -> &'static str {
+        match self {
+            Self::Fulfill => "fulfill",
+            Self::Reject => "reject",
+        }
+    }
+}
+
+impl Reason {
+    pub fn as_str(self) -> &'static str {
+        match self {
+            Self::Verified => "verified",
+            Self::OrderMismatch => "order_mismatch",
+            Self::PriceMismatch => "price_mismatch",
+            Self::CurrencyMismatch => "currency_mismatch",
+            Self::Cancelled => "cancelled",
+            Self::NotPaid => "not_paid",
+            Self::ReceiptNotFound => "receipt_not_found",
+        }
+    }
+
+    pub fn decision(self) -> Decision {
+        match self {
+            Self::Verified => Decision::Fulfill,
+            _ => Decision::Reject,
+        }
+    }
+}
+
+/// A final answer for a purchase, with what Bootpay said where it said anything.
+#[derive(Debug, Clone, PartialEq)]
+pub struct Verdict {
+    pub reason: Reason,
+    pub paid_price: Option<Number>,
+    pub payment_status: Option<i64>,
+}
+
+/// The result of verifying one purchase.
+#[derive(Debug, Clone, PartialEq)]
+pub enum Outcome {
+    Decided(Verdict),
+    /// The payment is not final yet (pending, awaiting a deposit, an unknown status):
+    /// ask again later.
+    NotFinal {
+        status: i64,
+    },
+}
+
+/// What the rules say about a receipt, before any call that changes it.
+#[derive(Debug, Clone, PartialEq)]
+enum Judgement {
+    Decide(Reason),
+    /// Status 2 and every check passed: capture it with `POST /confirm`.
+    Confirm,
+    NotFinal,
+}
+
+/// Statuses after which a payment will never be paid.
+const FAILED_STATUSES: &[i64] = &[-1, -2, -3, -11];
+const CANCELLED_STATUSES: &[i64] = &[20, -30];
+const PAID: i64 = 1;
+const AWAITING_CONFIRM: i64 = 2;
+
+/// The decision rules. Identity checks come first, so a receipt replayed against
+/// another order is reported as such whatever its state; then the payment's state; then
+/// amount and currency.
+fn judge(event: &PurchaseEvent, receipt: &Receipt) -> Judgement {
+    if receipt.order_id != event.order_id || receipt.receipt_id != event.receipt_id {
+        return Judgement::Decide(Reason::OrderMismatch);
+    }
+    if CANCELLED_STATUSES.contains(&receipt.status) {
+        return Judgement::Decide(Reason::Cancelled);
+    }
+    if FAILED_STATUSES.contains(&receipt.status) {
+        return Judgement::Decide(Reason::NotPaid);
+    }
+    if Amount::new(receipt.price.clone()).as_ref() != Some(&event.price) {
+        return Judgement::Decide(Reason::PriceMismatch);
+    }
+    if let Some(expected) = &event.currency {
+        let matches = receipt
+            .currency
+            .as_deref()
+            .is_some_and(|paid| paid.eq_ignore_ascii_case(expected));
+        if !matches {
+            return Judgement::Decide(Reason::CurrencyMismatch);
+        }
+    }
+    match receipt.status {
+        PAID => Judgement::Decide(Reason::Verified),
+        AWAITING_CONFIRM => Judgement::Confirm,
+        _ => Judgement::NotFinal,
+    }
+}
+
+fn decided(reason: Reason, receipt: &Receipt) -> Outcome {
+    Outcome::Decided(Verdict {
+        reason,
+        paid_price: Some(receipt.price.clone()),
+        payment_status: Some(receipt.status),
+    })
+}
+
+/// Verifies one purchase against Bootpay.
+///
+/// # Errors
+/// Bootpay errors that leave the purchase undecided (unavailable, credentials refused,
+/// an unexpected answer); the caller decides whether to wait or retry later.
+pub async fn verify(
+    bootpay: &BootpayClient,
+    event: &PurchaseEvent,
+) -> Result<Outcome, BootpayError> {
+    let receipt = match bootpay.receipt(&event.receipt_id).await {
+        Err(BootpayError::NotFound) => return Ok(not_found()),
+        other => other?,
+    };
+    match judge(event, &receipt) {
+        Judgement::Decide(reason) => Ok(decided(reason, &receipt)),
+        Judgement::NotFinal => Ok(Outcome::NotFinal {
+            status: receipt.status,
+        }),
+        Judgement::Confirm => {
+            let confirmed = match bootpay.confirm(&event.receipt_id).await {
+                // Already confirmed (by an earlier delivery of this purchase whose answer
+                // was lost) or changed meanwhile: look again and judge what is there now.
+                Err(BootpayError::NotConfirmReady) => bootpay.receipt(&event.receipt_id).await,
+                other => other,
+            };
+            let confirmed = match confirmed {
+                Err(BootpayError::NotFound) => return Ok(not_found()),
+                other => other?,
+            };
+            Ok(match judge(event, &confirmed) {
+                Judgement::Decide(reason) => decided(reason, &confirmed),
+                Judgement::Confirm | Judgement::NotFinal => Outcome::NotFinal {
+                    status: confirmed.status,
+                },
+            })
+        }
+    }
+}
+
+fn not_found() -> Outcome {
+    Outcome::Decided(Verdict {
+        reason: Reason::ReceiptNotFound,
+        paid_price: None,
+        payment_status: None,
+    })
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn event(currency: Option<&str>) -> PurchaseEvent {
+        let mut body = serde_json::json!({"receipt_id": "r-1", "order_id": "o-1", "price": 3000});
+        if let Some(c) = currency {
+            body["currency"] = c.into();
+        }
+        PurchaseEvent::parse(&body.to_string()).unwrap()
+    }
+
+    fn receipt(
+        status: i64,
+        order: &str,
+        price: serde_json::Value,
+        currency: Option<&str>,
+    ) -> Receipt {
+        serde_json::from_value(serde_json::json!({
+            "receipt_id": "r-1", "order_id": order, "price": price, "status": status,
+            "currency": currency,
+        }))
+        .unwrap()
+    }
+
+    fn paid() -> Receipt {
+        receipt(1, "o-1", 3000.into(), Some("KRW"))
+    }
+
+    #[test]
+    fn a_matching_paid_receipt_is_verified() {
+        assert_eq!(
+            judge(&event(None), &paid()),
+            Judgement::Decide(Reason::Verified)
+        );
+        assert_eq!(
+            judge(&event(Some("krw")), &paid()),
+            Judgement::Decide(Reason::Verified)
+        );
+        let float_price = receipt(1, "o-1", serde_json::json!(3000.0), Some("KRW"));
+        assert_eq!(
+            judge(&event(None), &float_price),
+            Judgement::Decide(Reason::Verified)
+        );
+    }
+
+    #[test]
+    fn a_receipt_for_another_order_is_an_order_mismatch_whatever_its_state() {
+        for status in [1, 2, 0, 20, -1] {
+            let r = receipt(status, "o-other", 3000.into(), Some("KRW"));
+            assert_eq!(
+                judge(&event(None), &r),
+                Judgement::Decide(Reason::OrderMismatch)
+            );
+        }
+        let mut other_receipt = paid();
+        other_receipt.receipt_id = "r-2".into();
+        assert_eq!(
+            judge(&event(None), &other_receipt),
+            Judgement::Decide(Reason::OrderMismatch)
+        );
+    }
+
+    #[test]
+    fn a_different_amount_is_a_price_mismatch() {
+        for price in [
+            serde_json::json!(100),
+            serde_json::json!(3000.0000001),
+            serde_json::json!(30000),
+        ] {
+            let r = receipt(1, "o-1", price, Some("KRW"));
+            assert_eq!(
+                judge(&event(None), &r),
+                Judgement::Decide(Reason::PriceMismatch)
+            );
+        }
+        let negative = receipt(1, "o-1", serde_json::json!(-3000), Some("KRW"));
+        assert_eq!(
+            judge(&event(None), &negative),
+            Judgement::Decide(Reason::PriceMismatch)
+        );
+    }
+
+    #[test]
+    fn currency_is_checked_only_when_the_event_names_one() {
+        let usd = receipt(1, "o-1", 3000.into(), Some("USD"));
+        assert_eq!(
+            judge(&event(None), &usd),
+            Judgement::Decide(Reason::Verified)
+        );
+        assert_eq!(
+            judge(&event(Some("KRW")), &usd),
+            Judgement::Decide(Reason::CurrencyMismatch)
+        );
+        let unknown = receipt(1, "o-1", 3000.into(), None);
+        assert_eq!(
+            judge(&event(Some("KRW")), &unknown),
+            Judgement::Decide(Reason::CurrencyMismatch)
+        );
+    }
+
+    #[test]
+    fn cancelled_and_failed_statuses_are_rejected() {
+        for status in [20, -30] {
+            let r = receipt(status, "o-1", 3000.into(), None);
+            assert_eq!(
+                judge(&event(None), &r),
+                Judgement::Decide(Reason::Cancelled)
+            );
+        }
+        for status in [-1, -2, -3, -11] {
+            let r = receipt(status, "o-1", 3000.into(), None);
+            assert_eq!(judge(&event(None), &r), Judgement::Decide(Reason::NotPaid));
+        }
+    }
+
+    #[test]
+    fn awaiting_confirmation_is_confirmed_only_when_everything_matches() {
+        let ready = receipt(2, "o-1", 3000.into(), Some("KRW"));
+        assert_eq!(judge(&event(Some("KRW")), &ready), Judgement::Confirm);
+        let cheap = receipt(2, "o-1", 100.into(), Some("KRW"));
+        assert_eq!(
+            judge(&event(None), &cheap),
+            Judgement::Decide(Reason::PriceMismatch)
+        );
+        let usd = receipt(2, "o-1", 3000.into(), Some("USD"));
+        assert_eq!(
+            judge(&event(Some("KRW")), &usd),
+            Judgement::Decide(Reason::CurrencyMismatch)
+        );
+        let replayed = receipt(2, "o-9", 3000.into(), Some("KRW"));
+        assert_eq!(
+            judge(&event(None), &replayed),
+            Judgement::Decide(Reason::OrderMismatch)
+        );
+    }
+
+    #[test]
+    fn statuses_that_are_not_final_get_no_decision() {
+        for status in [0, 3, 5, -20, 11, 99] {
+            let r = receipt(status, "o-1", 3000.into(), None);
+            assert_eq!(
+                judge(&event(None), &r),
+                Judgement::NotFinal,
+                "status {status}"
+            );
+        }
+    }
+}

@@ -1,0 +1,252 @@
+//! The decision table, end to end: the real worker against moto's SQS and bootpay-fake.
+
+mod support;
+
+use std::collections::HashMap;
+use std::time::Duration;
+
+use serde_json::{Value, json};
+use support::*;
+
+const WAIT: Duration = Duration::from_secs(60);
+
+#[tokio::test]
+async fn every_row_of_the_decision_table() {
+    let receipts = json!([
+        receipt("r-paid", "o-paid", json!(3000), 1),
+        receipt("r-replayed", "o-original", json!(3000), 1),
+        receipt("r-cheap", "o-cheap", json!(100), 1),
+        receipt("r-usd", "o-usd", json!(3000), 1),
+        receipt("r-cancelled", "o-cancelled", json!(3000), 20),
+        receipt("r-cancelling", "o-cancelling", json!(3000), -30),
+        receipt("r-failed", "o-failed", json!(3000), -1),
+        receipt("r-declined", "o-declined", json!(3000), -2),
+        receipt("r-confirm", "o-confirm", json!(12000), 2),
+        receipt("r-confirm-tampered", "o-confirm-tampered", json!(12000), 2),
+        receipt("r-float", "o-float", json!(3000.0), 1),
+    ]);
+    let stand = Stand::start(receipts).await;
+    let mut events = vec![
+        json!({"receipt_id": "r-paid", "order_id": "o-paid", "price": 3000, "currency": "krw",
+               "metadata": {"user": 42, "sku": ["gem-pack"]}, "event_id": "evt-1"}),
+        purchase("r-replayed", "o-attacker", json!(3000)),
+        purchase("r-cheap", "o-cheap", json!(3000)),
+        json!({"receipt_id": "r-usd", "order_id": "o-usd", "price": 3000, "currency": "USD"}),
+        purchase("r-cancelled", "o-cancelled", json!(3000)),
+        purchase("r-cancelling", "o-cancelling", json!(3000)),
+        purchase("r-failed", "o-failed", json!(3000)),
+        purchase("r-declined", "o-declined", json!(3000)),
+        purchase("r-missing", "o-missing", json!(3000)),
+        purchase("r-confirm", "o-confirm", json!(12000)),
+        purchase("r-confirm-tampered", "o-confirm-tampered", json!(1200)),
+        purchase("r-float", "o-float", json!(3000)),
+    ];
+    events.push(json!({"receipt_id": "r-int-vs-float", "order_id": "o", "price": 1}));
+    for event in &events {
+        stand.send_json(event).await;
+    }
+    let worker = stand.worker(&[]).await;
+    let decisions = stand.decisions(events.len(), WAIT).await;
+    let by_id = by_receipt(&decisions);
+
+    let expect = [
+        ("r-paid", "fulfill", "verified"),
+        ("r-replayed", "reject", "order_mismatch"),
+        ("r-cheap", "reject", "price_mismatch"),
+        ("r-usd", "reject", "currency_mismatch"),
+        ("r-cancelled", "reject", "cancelled"),
+        ("r-cancelling", "reject", "cancelled"),
+        ("r-failed", "reject", "not_paid"),
+        ("r-declined", "reject", "not_paid"),
+        ("r-missing", "reject", "receipt_not_found"),
+        ("r-confirm", "fulfill", "verified"),
+        ("r-confirm-tampered", "reject", "price_mismatch"),
+        ("r-float", "fulfill", "verified"),
+        ("r-int-vs-float", "reject", "receipt_not_found"),
+    ];
+    for (id, decision, reason) in expect {
+        let d = &by_id[id];
+        assert_eq!(d["decision"], decision, "{id}: {d}");
+        assert_eq!(d["reason"], reason, "{id}: {d}");
+    }
+    // Message attributes mirror the body so consumers can filter.
+    for (body, message) in &decisions {
+        assert_eq!(
+            attribute(message, "decision").as_deref(),
+            body["decision"].as_str()
+        );
+        assert_eq!(
+            attribute(message, "reason").as_deref(),
+            body["reason"].as_str()
+        );
+    }
+
+    let paid = &by_id["r-paid"];
+    assert_eq!(paid["order_id"], "o-paid");
+    assert_eq!(paid["price"], json!(3000));
+    assert_eq!(paid["paid_price"], json!(3000));
+    assert_eq!(paid["payment_status"], json!(1));
+    assert_eq!(paid["metadata"], json!({"user": 42, "sku": ["gem-pack"]}));
+    assert_eq!(paid["event_id"], "evt-1");
+    let verified_at = paid["verified_at"].as_str().unwrap();
+    assert!(verified_at.ends_with('Z'), "{verified_at}");
+    humantime::parse_rfc3339(verified_at).expect("verified_at is RFC 3339");
+    assert_eq!(by_id["r-cheap"]["paid_price"], json!(100));
+    assert_eq!(by_id["r-cheap"]["price"], json!(3000));
+    assert!(by_id["r-missing"].get("paid_price").is_none());
+    assert!(by_id["r-replayed"].get("metadata").is_none());
+
+    // Status 2: confirmed once when everything matched, never when the price was tampered.
+    assert_eq!(stand.fake.receipt_stats("r-confirm").await, (1, 1, 1));
+    let (_, confirms, status) = stand.fake.receipt_stats("r-confirm-tampered").await;
+    assert_eq!(
+        (confirms, status),
+        (0, 2),
+        "a tampered payment must never be confirmed"
+    );
+
+    // Every purchase was deleted after its decision; nothing was dead-lettered.
+    eventually("the purchase queue to drain", WAIT, || async {
+        (stand.depth(&stand.purchase_url).await == 0).then_some(())
+    })
+    .await;
+    assert_eq!(stand.depth(&stand.dlq_url).await, 0);
+    let line = worker
+        .wait_for_log(
+            &[
+                "Decision published.",
+                "r-paid",
+                "o-paid",
+                "verified",
+                "latency_ms",
+            ],
+            WAIT,
+        )
+        .await;
+    assert!(line.contains("fulfill"), "{line}");
+}
+
+#[tokio::test]
+async fn the_trace_context_crosses_the_queue() {
+    let stand = Stand::start(json!([receipt("r-1", "o-1", json!(500), 1)])).await;
+    let traceparent = "00-4bf92f3577b34da6a3ce929d0e0e4736-00f067aa0ba902b7-01";
+    stand
+        .send_with(
+            purchase("r-1", "o-1", json!(500)).to_string(),
+            HashMap::from([(
+                "traceparent".to_owned(),
+                aws_sdk_sqs::types::MessageAttributeValue::builder()
+                    .data_type("String")
+                    .string_value(traceparent)
+                    .build()
+                    .unwrap(),
+            )]),
+        )
+        .await;
+    let _worker = stand.worker(&[]).await;
+    let decisions = stand.decisions(1, WAIT).await;
+    assert_eq!(
+        attribute(&decisions[0].1, "traceparent").as_deref(),
+        Some(traceparent)
+    );
+}
+
+#[tokio::test]
+async fn invalid_events_go_to_the_dlq_byte_for_byte() {
+    let stand = Stand::start(json!([receipt("r-ok", "o-ok", json!(10), 1)])).await;
+    let bad: &[(&str, &str)] = &[
+        ("this is not json {", "invalid_json"),
+        ("[1, 2, 3]", "not_an_object"),
+        (r#"{"order_id":"o","price":1}"#, "missing_field"),
+        (
+            r#"{"receipt_id":"","order_id":"o","price":1}"#,
+            "invalid_field",
+        ),
+        (
+            r#"{"receipt_id":"r","order_id":["o"],"price":1}"#,
+            "invalid_field",
+        ),
+        (
+            r#"{"receipt_id":"r","order_id":"o","price":-5}"#,
+            "invalid_field",
+        ),
+        (
+            "{\"receipt_id\" : \"r\",\n  \"order_id\": \"o\" ,\"price\":\"12\"}  ",
+            "invalid_field",
+        ),
+    ];
+    for (body, _) in bad {
+        stand.send(*body).await;
+    }
+    stand.send_json(&purchase("r-ok", "o-ok", json!(10))).await;
+    let _worker = stand.worker(&[]).await;
+
+    let dead = stand.take(&stand.dlq_url, bad.len(), WAIT).await;
+    let mut expected: HashMap<&str, &str> = bad.iter().copied().collect();
+    for message in &dead {
+        let body = message.body().unwrap();
+        let code = expected
+            .remove(body)
+            .unwrap_or_else(|| panic!("unexpected or altered dead letter: {body:?}"));
+        assert_eq!(
+            attribute(message, "error_code").as_deref(),
+            Some(code),
+            "{body}"
+        );
+        assert!(!attribute(message, "error").unwrap().is_empty());
+        assert!(attribute(message, "source_message_id").is_some());
+    }
+    assert!(expected.is_empty());
+    // Only the valid purchase got a decision, and the invalid ones left the queue.
+    let decisions = stand.decisions(1, WAIT).await;
+    assert_eq!(decisions[0].0["receipt_id"], "r-ok");
+    eventually("the purchase queue to drain", WAIT, || async {
+        (stand.depth(&stand.purchase_url).await == 0).then_some(())
+    })
+    .await;
+    assert_eq!(stand.depth(&stand.result_url).await, 0);
+}
+
+#[tokio::test]
+async fn a_slow_receipt_does_not_hold_up_the_rest_of_its_batch() {
+    let mut receipts = vec![json!({
+        "receipt_id": "r-slow", "order_id": "o-slow", "price": 1, "status": 1,
+        "fault": {"latency_ms": 8000}
+    })];
+    for i in 0..9 {
+        receipts.push(receipt(
+            &format!("r-fast-{i}"),
+            &format!("o-fast-{i}"),
+            json!(1),
+            1,
+        ));
+    }
+    let stand = Stand::start(Value::Array(receipts)).await;
+    let entries: Vec<_> = std::iter::once(purchase("r-slow", "o-slow", json!(1)))
+        .chain((0..9).map(|i| purchase(&format!("r-fast-{i}"), &format!("o-fast-{i}"), json!(1))))
+        .enumerate()
+        .map(|(i, body)| {
+            aws_sdk_sqs::types::SendMessageBatchRequestEntry::builder()
+                .id(i.to_string())
+                .message_body(body.to_string())
+                .build()
+                .unwrap()
+        })
+        .collect();
+    stand
+        .sqs
+        .send_message_batch()
+        .queue_url(&stand.purchase_url)
+        .set_entries(Some(entries))
+        .send()
+        .await
+        .unwrap();
+    let _worker = stand.worker(&[("WORKER_CONCURRENCY", "16")]).await;
+    let first_nine = stand.decisions(9, WAIT).await;
+    assert!(
+        first_nine.iter().all(|(d, _)| d["receipt_id"] != "r-slow"),
+        "the fast purchases were decided while the slow one was still at Bootpay"
+    );
+    let last = stand.decisions(1, WAIT).await;
+    assert_eq!(last[0].0["receipt_id"], "r-slow");
+}

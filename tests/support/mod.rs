@@ -1,0 +1,610 @@
+//! Test support: real services started as processes on free ports — moto's SQS server,
+//! `bootpay-fake`, and the `receipt-verifier` binary itself — plus helpers that wait for
+//! conditions instead of sleeping.
+#![allow(dead_code)]
+
+use std::collections::HashMap;
+use std::path::PathBuf;
+use std::process::Stdio;
+use std::sync::{Arc, Mutex};
+use std::time::{Duration, Instant};
+
+use aws_sdk_sqs::Client;
+use aws_sdk_sqs::config::{BehaviorVersion, Credentials, Region};
+use aws_sdk_sqs::types::{Message, MessageSystemAttributeName, QueueAttributeName};
+use serde_json::{Value, json};
+use tokio::io::{AsyncBufReadExt, BufReader};
+use tokio::process::{Child, Command};
+use tokio::sync::Notify;
+
+pub const APP_ID: &str = "test-application-id";
+pub const PRIVATE_KEY: &str = "pk-test-4f1c9e7a-never-log-me";
+
+/// Polls `check` until it returns `Some`, or panics with `what` after `timeout`.
+pub async fn eventually<T, F, Fut>(what: &str, timeout: Duration, mut check: F) -> T
+where
+    F: FnMut() -> Fut,
+    Fut: Future<Output = Option<T>>,
+{
+    let deadline = Instant::now() + timeout;
+    loop {
+        if let Some(value) = check().await {
+            return value;
+        }
+        assert!(
+            Instant::now() < deadline,
+            "timed out after {timeout:?} waiting for {what}"
+        );
+        tokio::time::sleep(Duration::from_millis(50)).await;
+    }
+}
+
+fn free_port() -> u16 {
+    std::net::TcpListener::bind("127.0.0.1:0")
+        .and_then(|l| l.local_addr())
+        .map(|a| a.port())
+        .expect("a free local port")
+}
+
+fn moto_server_path() -> PathBuf {
+    if let Ok(path) = std::env::var("MOTO_SERVER") {
+        return PathBuf::from(path);
+    }
+    let venv = PathBuf::from(env!("CARGO_MANIFEST_DIR")).join(".venv/bin/moto_server");
+    if venv.exists() {
+        return venv;
+    }
+    PathBuf::from("moto_server")
+}
+
+/// moto's SQS server, on a free port, killed on drop.
+pub struct Moto {
+    _child: Child,
+    pub endpoint: String,
+}
+
+impl Moto {
+    pub async fn start() -> Self {
+        let path = moto_server_path();
+        for _ in 0..5 {
+            let port = free_port();
+            let mut child = Command::new(&path)
+                .args(["-H", "127.0.0.1", "-p", &port.to_string()])
+                .stdout(Stdio::null())
+                .stderr(Stdio::null())
+                .kill_on_drop(true)
+                .spawn()
+                .unwrap_or_else(|e| {
+                    panic!(
+                        "cannot start moto's server ({}): {e}. Run the tests with \
+                         scripts/test.sh, which installs moto[server] into .venv",
+                        path.display()
+                    )
+                });
+            let endpoint = format!("http://127.0.0.1:{port}");
+            let deadline = Instant::now() + Duration::from_secs(60);
+            while Instant::now() < deadline {
+                if let Ok(Some(_)) = child.try_wait() {
+                    break; // lost the port race; try another
+                }
+                if tokio::net::TcpStream::connect(("127.0.0.1", port))
+                    .await
+                    .is_ok()
+                {
+                    return Self {
+                        _child: child,
+                        endpoint,
+                    };
+                }
+                tokio::time::sleep(Duration::from_millis(50)).await;
+            }
+        }
+        panic!("moto's server did not start");
+    }
+
+    pub fn client(&self) -> Client {
+        sqs_client(&self.endpoint)
+    }
+}
+
+pub fn sqs_client(endpoint: &str) -> Client {
+    let config = aws_sdk_sqs::Config::builder()
+        .behavior_version(BehaviorVersion::latest())
+        .region(Region::new("us-east-1"))
+        .endpoint_url(endpoint)
+        .credentials_provider(Credentials::new("test", "test", None, None, "test"))
+        .build();
+    Client::from_conf(config)
+}
+
+/// `bootpay-fake` on a free port, with its control API.
+pub struct Fake {
+    _child: Child,
+    /// The v2 base URL, e.g. `http://127.0.0.1:1234/v2`.
+    pub api_url: String,
+    pub base: String,
+    http: reqwest::Client,
+}
+
+impl Fake {
+    pub async fn start(receipts: Value, extra_args: &[&str]) -> Self {
+        let dir =
+            std::env::temp_dir().join(format!("rv-fake-{}-{}", std::process::id(), free_port()));
+        std::fs::create_dir_all(&dir).unwrap();
+        let fixture = dir.join("receipts.json");
+        std::fs::write(&fixture, json!({ "receipts": receipts }).to_string()).unwrap();
+        let mut child = Command::new(env!("CARGO_BIN_EXE_bootpay-fake"))
+            .args(["--listen", "127.0.0.1:0", "--receipts"])
+            .arg(&fixture)
+            .args(["--application-id", APP_ID, "--private-key", PRIVATE_KEY])
+            .args(extra_args)
+            .env_remove("BOOTPAY_APPLICATION_ID")
+            .env_remove("BOOTPAY_PRIVATE_KEY")
+            .env("RUST_LOG", "warn")
+            .stdout(Stdio::piped())
+            .stderr(Stdio::inherit())
+            .kill_on_drop(true)
+            .spawn()
+            .expect("start bootpay-fake");
+        let stdout = child.stdout.take().unwrap();
+        let mut lines = BufReader::new(stdout).lines();
+        let line = tokio::time::timeout(Duration::from_secs(30), lines.next_line())
+            .await
+            .expect("bootpay-fake printed its URL in time")
+            .unwrap()
+            .expect("bootpay-fake printed a line");
+        let api_url = line
+            .strip_prefix("BOOTPAY_API_URL=")
+            .unwrap_or_else(|| panic!("unexpected first line from bootpay-fake: {line}"))
+            .to_owned();
+        let base = api_url.trim_end_matches("/v2").to_owned();
+        tokio::spawn(async move { while let Ok(Some(_)) = lines.next_line().await {} });
+        Self {
+            _child: child,
+            api_url,
+            base,
+            http: reqwest::Client::new(),
+        }
+    }
+
+    pub async fn stats(&self) -> Value {
+        self.http
+            .get(format!("{}/_fake/stats", self.base))
+            .send()
+            .await
+            .unwrap()
+            .json()
+            .await
+            .unwrap()
+    }
+
+    /// Lookups and confirms recorded for one receipt.
+    pub async fn receipt_stats(&self, receipt_id: &str) -> (u64, u64, i64) {
+        let stats = self.stats().await;
+        let r = &stats["receipts"][receipt_id];
+        (
+            r["lookups"].as_u64().unwrap_or(0),
+            r["confirms"].as_u64().unwrap_or(0),
+            r["status"].as_i64().unwrap_or(i64::MIN),
+        )
+    }
+
+    pub async fn control(&self, method: reqwest::Method, path: &str, body: Value) {
+        let response = self
+            .http
+            .request(method, format!("{}/_fake/{path}", self.base))
+            .json(&body)
+            .send()
+            .await
+            .unwrap();
+        assert!(
+            response.status().is_success(),
+            "control {path}: {}",
+            response.status()
+        );
+    }
+
+    pub async fn set_credentials(&self, application_id: &str, private_key: &str) {
+        self.control(
+            reqwest::Method::PUT,
+            "credentials",
+            json!({"application_id": application_id, "private_key": private_key}),
+        )
+        .await;
+    }
+
+    pub async fn set_outage(&self, down: bool) {
+        self.control(reqwest::Method::PUT, "outage", json!({ "down": down }))
+            .await;
+    }
+
+    pub async fn revoke_tokens(&self) {
+        self.control(reqwest::Method::POST, "tokens/revoke", json!({}))
+            .await;
+    }
+
+    pub async fn put_receipt(&self, receipt: Value) {
+        let id = receipt["receipt_id"].as_str().unwrap().to_owned();
+        self.control(reqwest::Method::PUT, &format!("receipts/{id}"), receipt)
+            .await;
+    }
+
+    /// Asks the fake for a token with the test credentials. Within its reuse window the
+    /// fake answers with the token it last issued, i.e. the worker's.
+    pub async fn current_token(&self) -> String {
+        let v: Value = self
+            .http
+            .post(format!("{}/request/token", self.api_url))
+            .json(&json!({"application_id": APP_ID, "private_key": PRIVATE_KEY}))
+            .send()
+            .await
+            .unwrap()
+            .json()
+            .await
+            .unwrap();
+        v["access_token"].as_str().unwrap().to_owned()
+    }
+}
+
+/// A paid receipt for `order_id`.
+pub fn receipt(receipt_id: &str, order_id: &str, price: Value, status: i64) -> Value {
+    json!({
+        "receipt_id": receipt_id, "order_id": order_id, "price": price, "status": status,
+        "currency": "KRW", "order_name": "Gems", "method_symbol": "card", "sandbox": true,
+    })
+}
+
+pub fn purchase(receipt_id: &str, order_id: &str, price: Value) -> Value {
+    json!({ "receipt_id": receipt_id, "order_id": order_id, "price": price })
+}
+
+#[derive(Debug, Clone)]
+pub struct QueueOptions {
+    pub visibility_timeout_secs: u32,
+    pub max_receive_count: u32,
+    pub with_dlq: bool,
+}
+
+impl Default for QueueOptions {
+    fn default() -> Self {
+        Self {
+            visibility_timeout_secs: 30,
+            max_receive_count: 5,
+            with_dlq: true,
+        }
+    }
+}
+
+/// A local stand: moto with a purchase queue (and its DLQ) and a result queue, plus
+/// `bootpay-fake` serving `receipts`.
+pub struct Stand {
+    pub moto: Moto,
+    pub sqs: Client,
+    pub fake: Fake,
+    pub purchase_url: String,
+    pub result_url: String,
+    pub dlq_url: String,
+}
+
+impl Stand {
+    pub async fn start(receipts: Value) -> Self {
+        Self::with(receipts, QueueOptions::default(), &[]).await
+    }
+
+    pub async fn with(receipts: Value, options: QueueOptions, fake_args: &[&str]) -> Self {
+        let (moto, fake) = tokio::join!(Moto::start(), Fake::start(receipts, fake_args));
+        let sqs = moto.client();
+        let dlq_url = create_queue(&sqs, "purchases-dlq", HashMap::new()).await;
+        let dlq_arn = queue_arn(&sqs, &dlq_url).await;
+        let mut attributes = HashMap::from([(
+            QueueAttributeName::VisibilityTimeout,
+            options.visibility_timeout_secs.to_string(),
+        )]);
+        if options.with_dlq {
+            attributes.insert(
+                QueueAttributeName::RedrivePolicy,
+                json!({"deadLetterTargetArn": dlq_arn, "maxReceiveCount": options.max_receive_count})
+                    .to_string(),
+            );
+        }
+        let purchase_url = create_queue(&sqs, "purchases", attributes).await;
+        let result_url = create_queue(&sqs, "decisions", HashMap::new()).await;
+        Self {
+            moto,
+            sqs,
+            fake,
+            purchase_url,
+            result_url,
+            dlq_url,
+        }
+    }
+
+    /// Environment for `receipt-verifier run` against this stand.
+    pub fn worker_env(&self) -> Vec<(String, String)> {
+        [
+            ("PURCHASE_QUEUE_URL", self.purchase_url.as_str()),
+            ("RESULT_QUEUE_URL", self.result_url.as_str()),
+            ("BOOTPAY_APPLICATION_ID", APP_ID),
+            ("BOOTPAY_PRIVATE_KEY", PRIVATE_KEY),
+            ("BOOTPAY_API_URL", self.fake.api_url.as_str()),
+            ("AWS_ENDPOINT_URL", self.moto.endpoint.as_str()),
+            ("AWS_REGION", "us-east-1"),
+            ("AWS_ACCESS_KEY_ID", "test"),
+            ("AWS_SECRET_ACCESS_KEY", "test"),
+            ("AWS_EC2_METADATA_DISABLED", "true"),
+            ("RUST_LOG", "info"),
+            ("BATCH_LINGER_MS", "5"),
+        ]
+        .into_iter()
+        .map(|(k, v)| (k.to_owned(), v.to_owned()))
+        .collect()
+    }
+
+    pub async fn worker(&self, overrides: &[(&str, &str)]) -> Worker {
+        Worker::spawn(&["run"], self.worker_env(), overrides).await
+    }
+
+    pub async fn send(&self, body: impl Into<String>) {
+        self.send_with(body, HashMap::new()).await;
+    }
+
+    pub async fn send_with(
+        &self,
+        body: impl Into<String>,
+        attributes: HashMap<String, aws_sdk_sqs::types::MessageAttributeValue>,
+    ) {
+        self.sqs
+            .send_message()
+            .queue_url(&self.purchase_url)
+            .message_body(body)
+            .set_message_attributes(Some(attributes))
+            .send()
+            .await
+            .expect("send a purchase");
+    }
+
+    pub async fn send_json(&self, body: &Value) {
+        self.send(body.to_string()).await;
+    }
+
+    /// Receives (and deletes) `n` messages from `queue_url`, or panics after `timeout`.
+    pub async fn take(&self, queue_url: &str, n: usize, timeout: Duration) -> Vec<Message> {
+        let mut taken = Vec::new();
+        let deadline = Instant::now() + timeout;
+        while taken.len() < n {
+            assert!(
+                Instant::now() < deadline,
+                "timed out after {timeout:?} with {} of {n} messages from {queue_url}: {:#?}",
+                taken.len(),
+                taken
+                    .iter()
+                    .map(|m: &Message| m.body().unwrap_or_default().to_owned())
+                    .collect::<Vec<_>>()
+            );
+            let out = self
+                .sqs
+                .receive_message()
+                .queue_url(queue_url)
+                .max_number_of_messages(10)
+                .wait_time_seconds(1)
+                .message_attribute_names("All")
+                .message_system_attribute_names(MessageSystemAttributeName::All)
+                .send()
+                .await
+                .expect("receive");
+            for m in out.messages.unwrap_or_default() {
+                self.sqs
+                    .delete_message()
+                    .queue_url(queue_url)
+                    .receipt_handle(m.receipt_handle().unwrap())
+                    .send()
+                    .await
+                    .expect("delete");
+                taken.push(m);
+            }
+        }
+        taken
+    }
+
+    /// `n` decisions, as JSON bodies keyed by receipt id (later duplicates overwrite).
+    pub async fn decisions(&self, n: usize, timeout: Duration) -> Vec<(Value, Message)> {
+        self.take(&self.result_url, n, timeout)
+            .await
+            .into_iter()
+            .map(|m| {
+                (
+                    serde_json::from_str(m.body().unwrap()).expect("decision is JSON"),
+                    m,
+                )
+            })
+            .collect()
+    }
+
+    /// Visible + in-flight + delayed messages on a queue.
+    pub async fn depth(&self, queue_url: &str) -> u64 {
+        let out = self
+            .sqs
+            .get_queue_attributes()
+            .queue_url(queue_url)
+            .attribute_names(QueueAttributeName::All)
+            .send()
+            .await
+            .expect("queue attributes");
+        let attrs = out.attributes().cloned().unwrap_or_default();
+        [
+            QueueAttributeName::ApproximateNumberOfMessages,
+            QueueAttributeName::ApproximateNumberOfMessagesNotVisible,
+            QueueAttributeName::ApproximateNumberOfMessagesDelayed,
+        ]
+        .iter()
+        .map(|k| {
+            attrs
+                .get(k)
+                .and_then(|v| v.parse::<u64>().ok())
+                .unwrap_or(0)
+        })
+        .sum()
+    }
+}
+
+pub async fn create_queue(
+    sqs: &Client,
+    name: &str,
+    attributes: HashMap<QueueAttributeName, String>,
+) -> String {
+    sqs.create_queue()
+        .queue_name(name)
+        .set_attributes(Some(attributes))
+        .send()
+        .await
+        .expect("create queue")
+        .queue_url()
+        .unwrap()
+        .to_owned()
+}
+
+pub async fn queue_arn(sqs: &Client, url: &str) -> String {
+    sqs.get_queue_attributes()
+        .queue_url(url)
+        .attribute_names(QueueAttributeName::QueueArn)
+        .send()
+        .await
+        .expect("queue arn")
+        .attributes()
+        .and_then(|a| a.get(&QueueAttributeName::QueueArn).cloned())
+        .unwrap()
+}
+
+/// A running `receipt-verifier` process whose stderr is collected line by line.
+pub struct Worker {
+    child: Child,
+    logs: Arc<Mutex<Vec<String>>>,
+    logged: Arc<Notify>,
+    started: Instant,
+}
+
+impl Worker {
+    pub async fn spawn(
+        args: &[&str],
+        env: Vec<(String, String)>,
+        overrides: &[(&str, &str)],
+    ) -> Self {
+        let mut command = Command::new(env!("CARGO_BIN_EXE_receipt-verifier"));
+        command
+            .args(args)
+            .env_clear()
+            .env("PATH", std::env::var("PATH").unwrap_or_default())
+            .envs(env)
+            .stdin(Stdio::null())
+            .stdout(Stdio::piped())
+            .stderr(Stdio::piped())
+            .kill_on_drop(true);
+        for (k, v) in overrides {
+            if v.is_empty() {
+                command.env_remove(k);
+            } else {
+                command.env(k, v);
+            }
+        }
+        let mut child = command.spawn().expect("start receipt-verifier");
+        let logs = Arc::new(Mutex::new(Vec::new()));
+        let logged = Arc::new(Notify::new());
+        for stream in [
+            Box::new(child.stderr.take().unwrap()) as Box<dyn tokio::io::AsyncRead + Unpin + Send>,
+            Box::new(child.stdout.take().unwrap()),
+        ] {
+            let (logs, logged) = (logs.clone(), logged.clone());
+            tokio::spawn(async move {
+                let mut lines = BufReader::new(stream).lines();
+                while let Ok(Some(line)) = lines.next_line().await {
+                    if std::env::var_os("TEST_LOG").is_some() {
+                        eprintln!("[worker] {line}");
+                    }
+                    logs.lock().unwrap().push(line);
+                    logged.notify_waiters();
+                }
+            });
+        }
+        Self {
+            child,
+            logs,
+            logged,
+            started: Instant::now(),
+        }
+    }
+
+    pub fn logs(&self) -> Vec<String> {
+        self.logs.lock().unwrap().clone()
+    }
+
+    pub fn pid(&self) -> i32 {
+        self.child.id().expect("worker still running") as i32
+    }
+
+    /// Waits for a log line containing every one of `needles`.
+    pub async fn wait_for_log(&self, needles: &[&str], timeout: Duration) -> String {
+        let found = || {
+            self.logs
+                .lock()
+                .unwrap()
+                .iter()
+                .find(|l| needles.iter().all(|n| l.contains(n)))
+                .cloned()
+        };
+        let deadline = tokio::time::Instant::now() + timeout;
+        loop {
+            let notified = self.logged.notified();
+            if let Some(line) = found() {
+                return line;
+            }
+            if tokio::time::timeout_at(deadline, notified).await.is_err() {
+                panic!(
+                    "no log line with {needles:?} within {timeout:?}; logs:\n{}",
+                    self.logs().join("\n")
+                );
+            }
+        }
+    }
+
+    pub fn signal(&self, signal: &str) {
+        let status = std::process::Command::new("kill")
+            .args([&format!("-{signal}"), &self.pid().to_string()])
+            .status()
+            .expect("run kill");
+        assert!(status.success());
+    }
+
+    /// Waits for the process to exit and returns its exit code.
+    pub async fn exit_code(&mut self, timeout: Duration) -> Option<i32> {
+        let status = tokio::time::timeout(timeout, self.child.wait())
+            .await
+            .unwrap_or_else(|_| {
+                panic!(
+                    "worker did not exit within {timeout:?}; logs:\n{}",
+                    self.logs().join("\n")
+                )
+            })
+            .expect("wait for worker");
+        status.code()
+    }
+
+    pub fn uptime(&self) -> Duration {
+        self.started.elapsed()
+    }
+}
+
+/// Groups decisions by receipt id.
+pub fn by_receipt(decisions: &[(Value, Message)]) -> HashMap<String, Value> {
+    decisions
+        .iter()
+        .map(|(d, _)| (d["receipt_id"].as_str().unwrap().to_owned(), d.clone()))
+        .collect()
+}
+
+pub fn attribute(message: &Message, name: &str) -> Option<String> {
+    message
+        .message_attributes()
+        .and_then(|a| a.get(name))
+        .and_then(|v| v.string_value())
+        .map(str::to_owned)
+}
