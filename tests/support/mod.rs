@@ -475,9 +475,13 @@ pub async fn queue_arn(sqs: &Client, url: &str) -> String {
         .unwrap()
 }
 
-/// A running `receipt-verifier` process whose stderr is collected line by line.
+/// A running `receipt-verifier` process whose output is collected line by line (by
+/// plain threads, so no async runtime's child-process handling is involved), killed on drop.
 pub struct Worker {
-    child: Child,
+    pid: u32,
+    exited: Option<tokio::sync::oneshot::Receiver<std::process::ExitStatus>>,
+    status: Option<std::process::ExitStatus>,
+    readers: Vec<std::thread::JoinHandle<()>>,
     logs: Arc<Mutex<Vec<String>>>,
     logged: Arc<Notify>,
     started: Instant,
@@ -489,7 +493,8 @@ impl Worker {
         env: Vec<(String, String)>,
         overrides: &[(&str, &str)],
     ) -> Self {
-        let mut command = Command::new(env!("CARGO_BIN_EXE_receipt-verifier"));
+        use std::io::BufRead;
+        let mut command = std::process::Command::new(env!("CARGO_BIN_EXE_receipt-verifier"));
         command
             .args(args)
             .env_clear()
@@ -497,8 +502,7 @@ impl Worker {
             .envs(env)
             .stdin(Stdio::null())
             .stdout(Stdio::piped())
-            .stderr(Stdio::piped())
-            .kill_on_drop(true);
+            .stderr(Stdio::piped());
         for (k, v) in overrides {
             if v.is_empty() {
                 command.env_remove(k);
@@ -509,24 +513,38 @@ impl Worker {
         let mut child = command.spawn().expect("start receipt-verifier");
         let logs = Arc::new(Mutex::new(Vec::new()));
         let logged = Arc::new(Notify::new());
-        for stream in [
-            Box::new(child.stderr.take().unwrap()) as Box<dyn tokio::io::AsyncRead + Unpin + Send>,
+        let streams: [Box<dyn std::io::Read + Send>; 2] = [
+            Box::new(child.stderr.take().unwrap()),
             Box::new(child.stdout.take().unwrap()),
-        ] {
-            let (logs, logged) = (logs.clone(), logged.clone());
-            tokio::spawn(async move {
-                let mut lines = BufReader::new(stream).lines();
-                while let Ok(Some(line)) = lines.next_line().await {
-                    if std::env::var_os("TEST_LOG").is_some() {
-                        eprintln!("[worker] {line}");
+        ];
+        let readers = streams
+            .into_iter()
+            .map(|stream| {
+                let (logs, logged) = (logs.clone(), logged.clone());
+                std::thread::spawn(move || {
+                    for line in std::io::BufReader::new(stream).lines() {
+                        let Ok(line) = line else { break };
+                        if std::env::var_os("TEST_LOG").is_some() {
+                            eprintln!("[worker] {line}");
+                        }
+                        logs.lock().unwrap().push(line);
+                        logged.notify_waiters();
                     }
-                    logs.lock().unwrap().push(line);
-                    logged.notify_waiters();
-                }
-            });
-        }
+                })
+            })
+            .collect();
+        let pid = child.id();
+        let (tx, exited) = tokio::sync::oneshot::channel();
+        std::thread::spawn(move || {
+            if let Ok(status) = child.wait() {
+                let _ = tx.send(status);
+            }
+        });
         Self {
-            child,
+            pid,
+            exited: Some(exited),
+            status: None,
+            readers,
             logs,
             logged,
             started: Instant::now(),
@@ -535,10 +553,6 @@ impl Worker {
 
     pub fn logs(&self) -> Vec<String> {
         self.logs.lock().unwrap().clone()
-    }
-
-    pub fn pid(&self) -> i32 {
-        self.child.id().expect("worker still running") as i32
     }
 
     /// Waits for a log line containing every one of `needles`.
@@ -567,29 +581,47 @@ impl Worker {
     }
 
     pub fn signal(&self, signal: &str) {
+        assert!(self.status.is_none(), "the worker has exited");
         let status = std::process::Command::new("kill")
-            .args([&format!("-{signal}"), &self.pid().to_string()])
+            .args([&format!("-{signal}"), &self.pid.to_string()])
             .status()
             .expect("run kill");
         assert!(status.success());
     }
 
-    /// Waits for the process to exit and returns its exit code.
+    /// Waits for the process to exit and its output to be read; returns its exit code.
     pub async fn exit_code(&mut self, timeout: Duration) -> Option<i32> {
-        let status = tokio::time::timeout(timeout, self.child.wait())
-            .await
-            .unwrap_or_else(|_| {
-                panic!(
-                    "worker did not exit within {timeout:?}; logs:\n{}",
-                    self.logs().join("\n")
-                )
-            })
-            .expect("wait for worker");
-        status.code()
+        if let Some(exited) = self.exited.take() {
+            let status = tokio::time::timeout(timeout, exited)
+                .await
+                .unwrap_or_else(|_| {
+                    panic!(
+                        "worker did not exit within {timeout:?}; logs:\n{}",
+                        self.logs().join("\n")
+                    )
+                })
+                .expect("worker's exit status");
+            self.status = Some(status);
+            for reader in self.readers.drain(..) {
+                let _ = tokio::task::spawn_blocking(move || reader.join()).await;
+            }
+        }
+        self.status.and_then(|s| s.code())
     }
 
     pub fn uptime(&self) -> Duration {
         self.started.elapsed()
+    }
+}
+
+impl Drop for Worker {
+    fn drop(&mut self) {
+        if self.status.is_none() {
+            let _ = std::process::Command::new("kill")
+                .args(["-KILL", &self.pid.to_string()])
+                .stderr(Stdio::null())
+                .status();
+        }
     }
 }
 

@@ -1,0 +1,20 @@
+#!/usr/bin/env bash
+# Runs every check and test: formatting, clippy, unit tests, and the integration tests
+# that start moto's SQS server, bootpay-fake and the worker as real processes.
+# Installs moto[server] into .venv first if it is missing.
+set -euo pipefail
+source "$(dirname "${BASH_SOURCE[0]}")/dev-env.sh"
+cd "$ROOT"
+ensure_moto
+
+echo "==> cargo fmt --check" >&2
+cargo fmt --all -- --check
+echo "==> cargo clippy --all-targets -- -D warnings" >&2
+cargo clippy --all-targets --quiet -- -D warnings
+if cargo nextest --version >/dev/null 2>&1; then
+    echo "==> cargo nextest run" >&2
+    cargo nextest run --no-fail-fast "$@"
+else
+    echo "==> cargo test (cargo-nextest not installed)" >&2
+    cargo test --no-fail-fast "$@"
+fi
