@@ -11,6 +11,7 @@ pub mod bootpay;
 pub mod config;
 pub mod decode;
 pub mod intake;
+pub mod ops;
 pub mod publish;
 pub mod queues;
 pub mod receive;

@@ -5,6 +5,7 @@ use std::process::ExitCode;
 use anyhow::Context as _;
 use clap::{Parser, Subcommand};
 use receipt_verifier::config::RunArgs;
+use receipt_verifier::ops::{self, OpsQueues};
 use receipt_verifier::{queues, telemetry, worker};
 
 #[derive(Debug, Parser)]
@@ -22,6 +23,34 @@ struct Cli {
 enum Command {
     /// Run the worker: poll purchases, verify them with Bootpay, publish decisions.
     Run(RunArgs),
+    /// Send purchase events to the purchase queue (validated first, batched by ten).
+    Enqueue {
+        #[command(flatten)]
+        queues: OpsQueues,
+        #[command(flatten)]
+        args: ops::enqueue::EnqueueArgs,
+    },
+    /// Read decisions from the result queue (left there unless --delete).
+    Results {
+        #[command(flatten)]
+        queues: OpsQueues,
+        #[command(flatten)]
+        args: ops::results::ResultsArgs,
+    },
+    /// Show the backlog of the purchase, result and dead-letter queues.
+    Stats {
+        #[command(flatten)]
+        queues: OpsQueues,
+        #[command(flatten)]
+        args: ops::stats::StatsArgs,
+    },
+    /// Inspect, export, redrive or purge the dead-letter queue.
+    Dlq {
+        #[command(flatten)]
+        queues: OpsQueues,
+        #[command(subcommand)]
+        command: ops::dlq::DlqCommand,
+    },
 }
 
 fn main() -> ExitCode {
@@ -35,6 +64,18 @@ fn main() -> ExitCode {
     };
     let result = match cli.command {
         Command::Run(args) => runtime.block_on(run(args)),
+        Command::Enqueue { queues, args } => runtime.block_on(operate(|sqs| async move {
+            ops::enqueue::run(&sqs, &queues, &args).await
+        })),
+        Command::Results { queues, args } => runtime.block_on(operate(|sqs| async move {
+            ops::results::run(&sqs, &queues, &args).await
+        })),
+        Command::Stats { queues, args } => runtime.block_on(operate(|sqs| async move {
+            ops::stats::run(&sqs, &queues, &args).await
+        })),
+        Command::Dlq { queues, command } => runtime.block_on(operate(|sqs| async move {
+            ops::dlq::run(&sqs, &queues, &command).await
+        })),
     };
     match result {
         Ok(()) => ExitCode::SUCCESS,
@@ -44,6 +85,17 @@ fn main() -> ExitCode {
             ExitCode::from(2)
         }
     }
+}
+
+/// Runs an operator command with an SQS client from the standard AWS configuration.
+async fn operate<F, Fut>(command: F) -> anyhow::Result<()>
+where
+    F: FnOnce(aws_sdk_sqs::Client) -> Fut,
+    Fut: Future<Output = Result<(), ops::OpsError>>,
+{
+    let aws = aws_config::load_from_env().await;
+    command(aws_sdk_sqs::Client::new(&aws)).await?;
+    Ok(())
 }
 
 async fn run(args: RunArgs) -> anyhow::Result<()> {

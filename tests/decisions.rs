@@ -69,8 +69,13 @@ async fn every_row_of_the_decision_table() {
         assert_eq!(d["decision"], decision, "{id}: {d}");
         assert_eq!(d["reason"], reason, "{id}: {d}");
     }
-    // Message attributes mirror the body so consumers can filter.
+    // Every decision matches the published schema, and its attributes mirror the body
+    // so consumers can filter.
+    let decision_schema = schema("decision.schema.json");
     for (body, message) in &decisions {
+        if let Err(e) = decision_schema.validate(body) {
+            panic!("decision does not match schemas/decision.schema.json: {e}\n{body}");
+        }
         assert_eq!(
             attribute(message, "decision").as_deref(),
             body["decision"].as_str()
@@ -149,6 +154,35 @@ async fn the_trace_context_crosses_the_queue() {
         attribute(&decisions[0].1, "traceparent").as_deref(),
         Some(traceparent)
     );
+}
+
+#[test]
+fn the_event_schema_accepts_exactly_what_the_worker_accepts() {
+    let event_schema = schema("purchase-event.schema.json");
+    let bodies = [
+        r#"{"receipt_id":"r","order_id":"o","price":3000}"#,
+        r#"{"receipt_id":"r","order_id":"o","price":3000.5,"currency":"KRW","metadata":[1],"event_id":"e"}"#,
+        r#"{"receipt_id":"r","order_id":"o","price":0,"currency":null,"extra":true}"#,
+        r#"{"receipt_id":"r","order_id":"o","price":-0.0}"#,
+        r#"{"receipt_id":"r","order_id":"o","price":-1}"#,
+        r#"{"receipt_id":"r","order_id":"o","price":"3000"}"#,
+        r#"{"receipt_id":"","order_id":"o","price":1}"#,
+        r#"{"receipt_id":"   ","order_id":"o","price":1}"#,
+        r#"{"receipt_id":"r","order_id":5,"price":1}"#,
+        r#"{"receipt_id":"r","price":1}"#,
+        r#"{"receipt_id":"r","order_id":"o","price":1,"currency":7}"#,
+        r#"{"receipt_id":"r","order_id":"o","price":1,"event_id":{}}"#,
+        r#"[{"receipt_id":"r","order_id":"o","price":1}]"#,
+        r#""text""#,
+    ];
+    for body in bodies {
+        let value: Value = serde_json::from_str(body).unwrap();
+        assert_eq!(
+            event_schema.is_valid(&value),
+            receipt_verifier::PurchaseEvent::parse(body).is_ok(),
+            "schema and worker disagree on {body}"
+        );
+    }
 }
 
 #[tokio::test]

@@ -640,3 +640,15 @@ pub fn attribute(message: &Message, name: &str) -> Option<String> {
         .and_then(|v| v.string_value())
         .map(str::to_owned)
 }
+
+/// A validator for one of the JSON Schemas in `schemas/`.
+pub fn schema(name: &str) -> jsonschema::Validator {
+    let path = PathBuf::from(env!("CARGO_MANIFEST_DIR"))
+        .join("schemas")
+        .join(name);
+    let schema: Value = serde_json::from_str(&std::fs::read_to_string(&path).unwrap()).unwrap();
+    jsonschema::options()
+        .should_validate_formats(true)
+        .build(&schema)
+        .unwrap_or_else(|e| panic!("{}: {e}", path.display()))
+}
