@@ -70,6 +70,21 @@ impl BootpayError {
         )
     }
 
+    /// A bounded label for metrics.
+    pub fn label(&self) -> &'static str {
+        match self {
+            Self::CredentialsRefused { .. } => "credentials_refused",
+            Self::NotFound => "not_found",
+            Self::NotConfirmReady => "not_confirm_ready",
+            Self::Rejected { .. } => "rejected",
+            Self::Unavailable { status: 429, .. } => "throttled",
+            Self::Unavailable { .. } => "unavailable",
+            Self::Transport(e) if e.is_timeout() => "timeout",
+            Self::Transport(_) => "transport",
+            Self::Malformed(_) => "malformed",
+        }
+    }
+
     fn retry_after(&self) -> Option<Duration> {
         match self {
             Self::Unavailable { retry_after, .. } => *retry_after,
@@ -100,6 +115,7 @@ pub struct BootpayConfig {
 struct Token {
     value: SecretString,
     renew_at: Instant,
+    expires_at: Instant,
     /// Identifies this token so that many tasks seeing the same 401 renew it only once.
     generation: u64,
 }
@@ -108,6 +124,8 @@ pub struct BootpayClient {
     http: reqwest::Client,
     config: BootpayConfig,
     token: Mutex<Option<Token>>,
+    /// When the cached token expires, readable without waiting on `token`'s lock.
+    token_expires_at: std::sync::Mutex<Option<Instant>>,
     observer: Box<dyn Fn(CallOutcome) + Send + Sync>,
 }
 
@@ -145,6 +163,7 @@ impl BootpayClient {
             http,
             config,
             token: Mutex::new(None),
+            token_expires_at: std::sync::Mutex::new(None),
             observer: Box::new(observer),
         })
     }
@@ -155,7 +174,8 @@ impl BootpayClient {
     /// [`BootpayError::NotFound`] for an unknown receipt; a transient error once the retry
     /// budget is spent; any other error at once.
     pub async fn receipt(&self, receipt_id: &str) -> Result<Receipt, BootpayError> {
-        self.with_retries(|| self.receipt_once(receipt_id)).await
+        self.with_retries("receipt", || self.receipt_once(receipt_id))
+            .await
     }
 
     /// `POST /confirm`: captures a payment waiting in status 2. Retried like
@@ -164,7 +184,8 @@ impl BootpayClient {
     /// # Errors
     /// As [`Self::receipt`], plus [`BootpayError::NotConfirmReady`].
     pub async fn confirm(&self, receipt_id: &str) -> Result<Receipt, BootpayError> {
-        self.with_retries(|| self.confirm_once(receipt_id)).await
+        self.with_retries("confirm", || self.confirm_once(receipt_id))
+            .await
     }
 
     /// Fetches a fresh token, bypassing the cache: the probe used to learn whether
@@ -175,11 +196,32 @@ impl BootpayClient {
     pub async fn renew_token(&self) -> Result<(), BootpayError> {
         let mut slot = self.token.lock().await;
         let generation = slot.as_ref().map_or(0, |t| t.generation) + 1;
-        *slot = Some(self.fetch_token(generation).await?);
+        let fresh = self.fetch_token(generation, "forced").await?;
+        self.store(&mut slot, fresh);
         Ok(())
     }
 
-    async fn with_retries<T, F, Fut>(&self, call: F) -> Result<T, BootpayError>
+    /// Whether an unexpired token is cached (for readiness).
+    pub fn has_token(&self) -> bool {
+        self.token_expires_at
+            .lock()
+            .ok()
+            .and_then(|at| *at)
+            .is_some_and(|at| Instant::now() < at)
+    }
+
+    fn store(&self, slot: &mut Option<Token>, token: Token) {
+        if let Ok(mut at) = self.token_expires_at.lock() {
+            *at = Some(token.expires_at);
+        }
+        *slot = Some(token);
+    }
+
+    async fn with_retries<T, F, Fut>(
+        &self,
+        endpoint: &'static str,
+        call: F,
+    ) -> Result<T, BootpayError>
     where
         F: FnMut() -> Fut,
         Fut: Future<Output = Result<T, BootpayError>>,
@@ -199,6 +241,7 @@ impl BootpayClient {
                 (!left.is_zero()).then(|| delay.min(left))
             })
             .notify(|e, delay| {
+                crate::metrics::bootpay_retry(endpoint);
                 tracing::warn!(
                     message = "Bootpay call failed; retrying.",
                     error = %crate::error_chain(e),
@@ -212,7 +255,7 @@ impl BootpayClient {
         let mut url = self.endpoint(&["receipt", receipt_id])?;
         url.query_pairs_mut()
             .append_pair("lookup_user_data", "false");
-        self.authorized(|token| {
+        self.authorized("receipt", |token| {
             self.http
                 .get(url.clone())
                 .bearer_auth(token.expose_secret())
@@ -223,7 +266,7 @@ impl BootpayClient {
     async fn confirm_once(&self, receipt_id: &str) -> Result<Receipt, BootpayError> {
         let url = self.endpoint(&["confirm"])?;
         let body = serde_json::json!({ "receipt_id": receipt_id });
-        self.authorized(|token| {
+        self.authorized("confirm", |token| {
             self.http
                 .post(url.clone())
                 .json(&body)
@@ -235,13 +278,14 @@ impl BootpayClient {
     /// Sends an authenticated request; on 401 renews the token once and sends it again.
     async fn authorized<T: serde::de::DeserializeOwned>(
         &self,
+        endpoint: &'static str,
         build: impl Fn(&SecretString) -> reqwest::RequestBuilder,
     ) -> Result<T, BootpayError> {
         let (token, generation) = self.current_token().await?;
-        match self.send(build(&token)).await {
+        match self.send(endpoint, build(&token)).await {
             Err(Unauthorized) => {
                 let token = self.renew_after_401(generation).await?;
-                match self.send(build(&token)).await {
+                match self.send(endpoint, build(&token)).await {
                     Err(Unauthorized) => {
                         self.observe(CallOutcome::CredentialsRefused);
                         Err(BootpayError::CredentialsRefused {
@@ -262,9 +306,9 @@ impl BootpayClient {
             Some(t) if Instant::now() < t.renew_at => Ok((t.value.clone(), t.generation)),
             current => {
                 let generation = current.map_or(0, |t| t.generation) + 1;
-                let fresh = self.fetch_token(generation).await?;
+                let fresh = self.fetch_token(generation, "expiry").await?;
                 let out = (fresh.value.clone(), fresh.generation);
-                *slot = Some(fresh);
+                self.store(&mut slot, fresh);
                 Ok(out)
             }
         }
@@ -276,13 +320,17 @@ impl BootpayClient {
             // Another task already renewed the token this request was refused with.
             return Ok(t.value.clone());
         }
-        let fresh = self.fetch_token(seen + 1).await?;
+        let fresh = self.fetch_token(seen + 1, "unauthorized").await?;
         let value = fresh.value.clone();
-        *slot = Some(fresh);
+        self.store(&mut slot, fresh);
         Ok(value)
     }
 
-    async fn fetch_token(&self, generation: u64) -> Result<Token, BootpayError> {
+    async fn fetch_token(
+        &self,
+        generation: u64,
+        trigger: &'static str,
+    ) -> Result<Token, BootpayError> {
         #[derive(Deserialize)]
         struct TokenResponse {
             access_token: String,
@@ -295,22 +343,25 @@ impl BootpayClient {
             "private_key": self.config.private_key.expose_secret(),
         });
         let started = Instant::now();
-        let response: TokenResponse = match self.send(self.http.post(url).json(&body)).await {
-            Ok(result) => result?,
-            Err(Unauthorized) => {
-                self.observe(CallOutcome::CredentialsRefused);
-                return Err(BootpayError::CredentialsRefused {
-                    status: 401,
-                    code: "unauthorized".into(),
-                });
-            }
-        };
+        let response: TokenResponse =
+            match self.send("token", self.http.post(url).json(&body)).await {
+                Ok(result) => result?,
+                Err(Unauthorized) => {
+                    self.observe(CallOutcome::CredentialsRefused);
+                    return Err(BootpayError::CredentialsRefused {
+                        status: 401,
+                        code: "unauthorized".into(),
+                    });
+                }
+            };
         let ttl = response
             .expire_in
             .filter(|s| s.is_finite() && *s > 0.0)
             .map_or(DEFAULT_TOKEN_TTL, Duration::from_secs_f64);
+        crate::metrics::token_refreshed(trigger);
         tracing::info!(
             message = "Obtained a Bootpay access token.",
+            trigger,
             expires_in_secs = ttl.as_secs()
         );
         Ok(Token {
@@ -318,6 +369,7 @@ impl BootpayClient {
             // Renew with a sixth of the lifetime left: Bootpay hands out a new token only
             // in the last five of its thirty minutes, and in-flight calls need the margin.
             renew_at: started + ttl - ttl / 6,
+            expires_at: started + ttl,
             generation,
         })
     }
@@ -335,9 +387,17 @@ impl BootpayClient {
     /// apart so callers decide whether a 401 means "renew the token" or "refused".
     async fn send<T: serde::de::DeserializeOwned>(
         &self,
+        endpoint: &'static str,
         request: reqwest::RequestBuilder,
     ) -> Result<Result<T, BootpayError>, Unauthorized> {
+        let started = Instant::now();
         let result = self.send_inner(request).await;
+        let outcome = match &result {
+            Err(Unauthorized) => "unauthorized",
+            Ok(Ok(_)) => "ok",
+            Ok(Err(e)) => e.label(),
+        };
+        crate::metrics::bootpay_request(endpoint, outcome, started.elapsed());
         match &result {
             Err(Unauthorized) => {}
             Ok(Ok(_)) => self.observe(CallOutcome::Success),

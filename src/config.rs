@@ -104,6 +104,11 @@ pub struct RunArgs {
     #[arg(long, env = "PAUSE_PROBE_MAX_SECS", default_value = "60", value_parser = clap::value_parser!(u64).range(1..=3600))]
     pub pause_probe_max_secs: u64,
 
+    /// Address to serve `/metrics` (Prometheus), `/healthz` and `/readyz` on, e.g.
+    /// `0.0.0.0:9090` (the container's default). Not served when unset.
+    #[arg(long, env = "METRICS_ADDR")]
+    pub metrics_addr: Option<std::net::SocketAddr>,
+
     /// Log format.
     #[arg(long, env = "LOG_FORMAT", value_enum, default_value = "text")]
     pub log_format: LogFormat,
@@ -169,6 +174,7 @@ impl RunArgs {
             outage_threshold: self.outage_threshold,
             probe_min_delay: Duration::from_millis(500),
             probe_max_delay: Duration::from_secs(self.pause_probe_max_secs),
+            metrics_addr: self.metrics_addr,
         }
     }
 }

@@ -104,6 +104,10 @@ impl Intake {
                 }
             };
             if replace {
+                if let IntakeState::Paused(previous) = *state {
+                    crate::metrics::intake_paused(previous.as_str(), false);
+                }
+                crate::metrics::intake_paused(reason.as_str(), true);
                 *state = IntakeState::Paused(reason);
                 tracing::error!(
                     message =
@@ -119,6 +123,9 @@ impl Intake {
         self.consecutive_failures.store(0, Ordering::Relaxed);
         self.state.send_if_modified(|state| {
             let was_paused = *state != IntakeState::Open;
+            if let IntakeState::Paused(reason) = *state {
+                crate::metrics::intake_paused(reason.as_str(), false);
+            }
             if was_paused {
                 *state = IntakeState::Open;
                 tracing::info!(message = "Intake resumed: Bootpay answers again.");

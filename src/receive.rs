@@ -44,16 +44,19 @@ pub async fn receive(
         .message_system_attribute_names(MessageSystemAttributeName::SentTimestamp)
         .message_attribute_names("All")
         .send()
-        .await
-        .map_err(|e| ReceiveError {
-            cause: crate::error_chain(&e),
-        })?;
-    Ok(out
+        .await;
+    crate::metrics::sqs_request("ReceiveMessage", out.is_ok());
+    let out = out.map_err(|e| ReceiveError {
+        cause: crate::error_chain(&e),
+    })?;
+    let messages: Vec<Received> = out
         .messages
         .unwrap_or_default()
         .into_iter()
         .filter_map(convert)
-        .collect())
+        .collect();
+    crate::metrics::received(messages.len());
+    Ok(messages)
 }
 
 fn convert(message: Message) -> Option<Received> {

@@ -51,6 +51,7 @@ impl Flush for SendFlush {
     type Entry = Outgoing;
 
     async fn flush(&self, entries: Vec<Outgoing>) -> Vec<Result<(), EntryError>> {
+        const OPERATION: &str = "SendMessageBatch";
         let count = entries.len();
         let built: Result<Vec<_>, _> = entries
             .into_iter()
@@ -78,12 +79,19 @@ impl Flush for SendFlush {
             .send()
             .await
         {
-            Ok(out) => results_by_index(
-                count,
-                out.failed().iter().map(failure),
-                out.successful().iter().map(|s| s.id().to_owned()),
-            ),
-            Err(e) => all_failed(count, "RequestFailed", &e),
+            Ok(out) => {
+                crate::metrics::sqs_request(OPERATION, true);
+                crate::metrics::sqs_entry_failures(OPERATION, out.failed().len());
+                results_by_index(
+                    count,
+                    out.failed().iter().map(failure),
+                    out.successful().iter().map(|s| s.id().to_owned()),
+                )
+            }
+            Err(e) => {
+                crate::metrics::sqs_request(OPERATION, false);
+                all_failed(count, "RequestFailed", &e)
+            }
         }
     }
 }
@@ -92,6 +100,7 @@ impl Flush for DeleteFlush {
     type Entry = String;
 
     async fn flush(&self, handles: Vec<String>) -> Vec<Result<(), EntryError>> {
+        const OPERATION: &str = "DeleteMessageBatch";
         let count = handles.len();
         let built: Result<Vec<_>, _> = handles
             .into_iter()
@@ -115,12 +124,19 @@ impl Flush for DeleteFlush {
             .send()
             .await
         {
-            Ok(out) => results_by_index(
-                count,
-                out.failed().iter().map(failure),
-                out.successful().iter().map(|s| s.id().to_owned()),
-            ),
-            Err(e) => all_failed(count, "RequestFailed", &e),
+            Ok(out) => {
+                crate::metrics::sqs_request(OPERATION, true);
+                crate::metrics::sqs_entry_failures(OPERATION, out.failed().len());
+                results_by_index(
+                    count,
+                    out.failed().iter().map(failure),
+                    out.successful().iter().map(|s| s.id().to_owned()),
+                )
+            }
+            Err(e) => {
+                crate::metrics::sqs_request(OPERATION, false);
+                all_failed(count, "RequestFailed", &e)
+            }
         }
     }
 }
@@ -129,6 +145,7 @@ impl Flush for VisibilityFlush {
     type Entry = VisibilityChange;
 
     async fn flush(&self, changes: Vec<VisibilityChange>) -> Vec<Result<(), EntryError>> {
+        const OPERATION: &str = "ChangeMessageVisibilityBatch";
         let count = changes.len();
         let built: Result<Vec<_>, _> = changes
             .into_iter()
@@ -153,12 +170,19 @@ impl Flush for VisibilityFlush {
             .send()
             .await
         {
-            Ok(out) => results_by_index(
-                count,
-                out.failed().iter().map(failure),
-                out.successful().iter().map(|s| s.id().to_owned()),
-            ),
-            Err(e) => all_failed(count, "RequestFailed", &e),
+            Ok(out) => {
+                crate::metrics::sqs_request(OPERATION, true);
+                crate::metrics::sqs_entry_failures(OPERATION, out.failed().len());
+                results_by_index(
+                    count,
+                    out.failed().iter().map(failure),
+                    out.successful().iter().map(|s| s.id().to_owned()),
+                )
+            }
+            Err(e) => {
+                crate::metrics::sqs_request(OPERATION, false);
+                all_failed(count, "RequestFailed", &e)
+            }
         }
     }
 }

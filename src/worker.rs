@@ -10,9 +10,11 @@
 //! - on shutdown, receiving stops at once (the long poll is dropped) and in-flight
 //!   purchases finish, or are released with visibility 0, within the grace period.
 
+use std::net::SocketAddr;
 use std::sync::Arc;
 use std::time::{Duration, Instant};
 
+use anyhow::Context as _;
 use aws_sdk_sqs::Client;
 use backon::{BackoffBuilder, ExponentialBuilder, Retryable};
 use tokio::sync::{OwnedSemaphorePermit, Semaphore};
@@ -24,6 +26,7 @@ use crate::ack::{Acker, requeue_delay};
 use crate::batch::{Batcher, MAX_BATCH};
 use crate::bootpay::{BootpayClient, BootpayConfig, BootpayError};
 use crate::decode::PurchaseEvent;
+use crate::health::Readiness;
 use crate::intake::Intake;
 use crate::publish::Publisher;
 use crate::queues::Queues;
@@ -43,6 +46,8 @@ pub struct WorkerConfig {
     pub outage_threshold: u32,
     pub probe_min_delay: Duration,
     pub probe_max_delay: Duration,
+    /// Where to serve `/metrics`, `/healthz` and `/readyz`; none when `None`.
+    pub metrics_addr: Option<SocketAddr>,
 }
 
 struct Context {
@@ -56,12 +61,13 @@ struct Context {
     stop_intake: CancellationToken,
     /// Cancelled when the grace period is over: abandon verification and release.
     hard_stop: CancellationToken,
+    readiness: Arc<Readiness>,
 }
 
 /// Runs the worker until `shutdown` completes and in-flight work is finished or released.
 ///
 /// # Errors
-/// When the Bootpay client cannot be built.
+/// When the Bootpay client cannot be built or the metrics address cannot be bound.
 pub async fn run(
     sqs: Client,
     queues: Queues,
@@ -72,6 +78,30 @@ pub async fn run(
     let intake = Arc::new(Intake::new(config.outage_threshold));
     let observer = intake.clone();
     let bootpay = Arc::new(BootpayClient::new(bootpay, move |o| observer.observe(o))?);
+    let readiness = Arc::new(Readiness::default());
+    let health_stop = CancellationToken::new();
+    let health = match config.metrics_addr {
+        Some(addr) => {
+            let metrics = crate::metrics::install()
+                .map_err(|e| anyhow::anyhow!("cannot install the metrics recorder: {e}"))?;
+            let listener = crate::health::bind(addr)
+                .await
+                .with_context(|| format!("cannot listen on METRICS_ADDR {addr}"))?;
+            tracing::info!(
+                message = "Serving /metrics, /healthz and /readyz.",
+                addr = %listener.local_addr().unwrap_or(addr),
+            );
+            Some(tokio::spawn(crate::health::serve(
+                listener,
+                metrics,
+                readiness.clone(),
+                intake.clone(),
+                bootpay.clone(),
+                health_stop.clone(),
+            )))
+        }
+        None => None,
+    };
     let linger = config.batch_linger;
     let fifo = |url: &str| url.ends_with(".fifo");
     let (results, results_task) = Batcher::spawn(
@@ -120,12 +150,14 @@ pub async fn run(
         visibility_timeout: queues.visibility_timeout,
         stop_intake: stop_intake.clone(),
         hard_stop: CancellationToken::new(),
+        readiness: readiness.clone(),
     });
 
     tokio::spawn({
         let stop = stop_intake.clone();
         async move {
             shutdown.await;
+            readiness.stopping();
             tracing::info!(
                 message = "Shutdown requested: no more receives; finishing in-flight purchases."
             );
@@ -181,6 +213,10 @@ pub async fn run(
     ] {
         let _ = task.await;
     }
+    health_stop.cancel();
+    if let Some(task) = health {
+        let _ = task.await;
+    }
     tracing::info!(message = "Worker stopped.");
     Ok(())
 }
@@ -214,6 +250,7 @@ async fn receive_loop(ctx: &Arc<Context>, sqs: &Client, queue_url: &str, tracker
             _ = stop.cancelled() => return,
             r = receive(sqs, queue_url, batch as i32, ctx.config.receive_wait) => r,
         };
+        ctx.readiness.receive_succeeded(received.is_ok());
         match received {
             Ok(messages) => {
                 delays = error_backoff.build();
@@ -240,7 +277,24 @@ async fn receive_loop(ctx: &Arc<Context>, sqs: &Client, queue_url: &str, tracker
     }
 }
 
+/// Counts a purchase in flight for as long as it lives.
+struct InFlight;
+
+impl InFlight {
+    fn start() -> Self {
+        crate::metrics::in_flight(1.0);
+        Self
+    }
+}
+
+impl Drop for InFlight {
+    fn drop(&mut self) {
+        crate::metrics::in_flight(-1.0);
+    }
+}
+
 async fn handle(ctx: Arc<Context>, message: Received, _slot: OwnedSemaphorePermit) {
+    let _in_flight = InFlight::start();
     let span = tracing::info_span!(
         "purchase",
         message_id = %message.message_id,
@@ -262,6 +316,7 @@ async fn heartbeat(ctx: &Context, receipt_handle: &str) {
     let every = (ctx.visibility_timeout / 3).max(Duration::from_secs(1));
     loop {
         tokio::time::sleep(every).await;
+        crate::metrics::visibility_changed("heartbeat");
         if let Err(e) = ctx
             .acker
             .set_visibility(receipt_handle, ctx.visibility_timeout)
@@ -275,7 +330,11 @@ async fn heartbeat(ctx: &Context, receipt_handle: &str) {
 /// Where verification left a purchase.
 enum Step {
     Decided(Verdict),
-    RetryLater(String),
+    /// No decision yet; `why` is a metric label, `detail` the log text.
+    RetryLater {
+        why: &'static str,
+        detail: String,
+    },
     Release,
 }
 
@@ -301,10 +360,14 @@ async fn process(ctx: &Context, message: &Received) {
                 tracing::error!(message = "Failed to publish a decision; the purchase stays queued.", error = %crate::error_chain(&e));
                 return;
             }
-            let end_to_end_ms = message
-                .sent_at
-                .and_then(|t| t.elapsed().ok())
-                .map(|d| d.as_millis() as u64);
+            let end_to_end = message.sent_at.and_then(|t| t.elapsed().ok());
+            let end_to_end_ms = end_to_end.map(|d| d.as_millis() as u64);
+            crate::metrics::decided(
+                verdict.reason.decision().as_str(),
+                verdict.reason.as_str(),
+                started.elapsed(),
+                end_to_end,
+            );
             tracing::info!(
                 message = "Decision published.",
                 decision = verdict.reason.decision().as_str(),
@@ -316,15 +379,17 @@ async fn process(ctx: &Context, message: &Received) {
             );
             acknowledge(ctx, message).await;
         }
-        Step::RetryLater(why) => {
+        Step::RetryLater { why, detail } => {
             let delay = requeue_delay(
                 message.receive_count,
                 ctx.config.requeue_base_delay,
                 ctx.config.requeue_max_delay,
             );
+            crate::metrics::requeued(why);
+            crate::metrics::visibility_changed("requeue");
             tracing::info!(
                 message = "No decision yet; the purchase will be tried again.",
-                why = %why,
+                why = %detail,
                 retry_in_secs = delay.as_secs(),
             );
             if let Err(e) = ctx
@@ -336,6 +401,7 @@ async fn process(ctx: &Context, message: &Received) {
             }
         }
         Step::Release => {
+            crate::metrics::visibility_changed("release");
             tracing::info!(message = "Releasing the purchase for another worker.");
             if let Err(e) = ctx
                 .acker
@@ -356,14 +422,20 @@ async fn verify_patiently(ctx: &Context, event: &PurchaseEvent) -> Step {
         let error = match verify(&ctx.bootpay, event).await {
             Ok(Outcome::Decided(verdict)) => return Step::Decided(verdict),
             Ok(Outcome::NotFinal { status }) => {
-                return Step::RetryLater(format!("payment status {status} is not final"));
+                return Step::RetryLater {
+                    why: "not_final",
+                    detail: format!("payment status {status} is not final"),
+                };
             }
             Err(error) => error,
         };
         let hold = matches!(error, BootpayError::CredentialsRefused { .. })
             || (error.is_transient() && ctx.intake.is_paused());
         if !hold {
-            return Step::RetryLater(crate::error_chain(&error));
+            return Step::RetryLater {
+                why: "bootpay_error",
+                detail: crate::error_chain(&error),
+            };
         }
         tracing::warn!(
             message = "Holding the purchase until Bootpay answers again.",
@@ -384,7 +456,10 @@ async fn dead_letter(ctx: &Context, message: &Received, error: &crate::decode::D
         error_code = error.code(),
     );
     match retry_sqs(|| ctx.publisher.dead_letter(message, error)).await {
-        Ok(()) => acknowledge(ctx, message).await,
+        Ok(()) => {
+            crate::metrics::dead_lettered(error.code());
+            acknowledge(ctx, message).await;
+        }
         Err(e) => tracing::error!(
             message = "Failed to dead-letter an invalid purchase; it stays queued.",
             error = %crate::error_chain(&e),
