@@ -277,4 +277,101 @@ mod tests {
         );
         assert_eq!(parse(&body).unwrap_err().code(), "invalid_json");
     }
+
+    #[test]
+    fn edge_numbers_strings_and_sizes() {
+        let ok = |price: &str| {
+            parse(&format!(
+                r#"{{"receipt_id":"r","order_id":"o","price":{price}}}"#
+            ))
+        };
+        assert!(ok("-0").is_ok());
+        assert!(ok("1e308").is_ok());
+        assert!(ok("5e-324").is_ok());
+        assert_eq!(ok("-1e-300").unwrap_err().code(), "invalid_field");
+        assert_eq!(ok("1e400").unwrap_err().code(), "invalid_json");
+        assert_eq!(ok("NaN").unwrap_err().code(), "invalid_json");
+        let unicode = parse(r#"{"receipt_id":"영수증-①","order_id":"주문 🍣","price":1}"#).unwrap();
+        assert_eq!(unicode.order_id, "주문 🍣");
+        let long = "x".repeat(1 << 20);
+        let body = format!(r#"{{"receipt_id":"{long}","order_id":"o","price":1}}"#);
+        assert_eq!(parse(&body).unwrap().receipt_id.len(), 1 << 20);
+        assert_eq!(parse("").unwrap_err().code(), "invalid_json");
+        assert_eq!(
+            parse("{}").unwrap_err(),
+            DecodeError::MissingField("receipt_id")
+        );
+    }
+
+    mod properties {
+        use proptest::prelude::*;
+        use serde_json::{Value, json};
+
+        use super::super::*;
+
+        fn json_value() -> impl Strategy<Value = Value> {
+            let leaf = prop_oneof![
+                Just(Value::Null),
+                any::<bool>().prop_map(Value::from),
+                any::<i64>().prop_map(Value::from),
+                any::<f64>()
+                    .prop_filter("finite", |f| f.is_finite())
+                    .prop_map(Value::from),
+                ".{0,12}".prop_map(Value::from),
+            ];
+            leaf.prop_recursive(4, 32, 6, |inner| {
+                prop_oneof![
+                    prop::collection::vec(inner.clone(), 0..6).prop_map(Value::from),
+                    prop::collection::btree_map("[a-z_]{1,12}", inner, 0..6)
+                        .prop_map(|m| Value::Object(m.into_iter().collect())),
+                ]
+            })
+        }
+
+        /// The contract, stated independently of the decoder.
+        fn valid(v: &Value) -> bool {
+            let id = |k: &str| {
+                v.get(k)
+                    .and_then(Value::as_str)
+                    .is_some_and(|s| !s.trim().is_empty())
+            };
+            let opt_str = |k: &str| v.get(k).is_none_or(|x| x.is_null() || x.is_string());
+            v.is_object()
+                && id("receipt_id")
+                && id("order_id")
+                && v.get("price")
+                    .and_then(Value::as_f64)
+                    .is_some_and(|p| p >= 0.0)
+                && opt_str("currency")
+                && opt_str("event_id")
+        }
+
+        proptest! {
+            #[test]
+            fn arbitrary_bytes_never_panic(bytes in prop::collection::vec(any::<u8>(), 0..512)) {
+                let _ = PurchaseEvent::parse(&String::from_utf8_lossy(&bytes));
+            }
+
+            #[test]
+            fn arbitrary_json_is_accepted_exactly_when_it_keeps_the_contract(value in json_value()) {
+                let body = value.to_string();
+                prop_assert_eq!(PurchaseEvent::parse(&body).is_ok(), valid(&value), "{}", body);
+            }
+
+            #[test]
+            fn events_with_extra_fields_keep_their_values(
+                receipt in "[A-Za-z0-9-]{1,24}",
+                order in "\\PC{1,24}".prop_filter("not blank", |s| !s.trim().is_empty()),
+                price in 0.0f64..1e12,
+                extra in json_value(),
+            ) {
+                let body = json!({"receipt_id": receipt, "order_id": order, "price": price,
+                                  "zz_extra": extra}).to_string();
+                let event = PurchaseEvent::parse(&body).unwrap();
+                prop_assert_eq!(event.receipt_id, receipt);
+                prop_assert_eq!(event.order_id, order);
+                prop_assert_eq!(event.price.value(), price);
+            }
+        }
+    }
 }
