@@ -120,3 +120,66 @@ async fn help_names_every_setting_and_hides_the_key() {
     assert!(help.contains("https://api.bootpay.co.kr/v2"));
     assert!(!help.contains(PRIVATE_KEY), "--help shows the private key");
 }
+
+#[tokio::test]
+async fn nonsense_values_get_a_clear_message_and_a_non_zero_exit() {
+    let stand = Stand::start(json!([])).await;
+    let cases: &[(&[&str], &[(&str, &str)], &str)] = &[
+        (
+            &["run"],
+            &[("BOOTPAY_TIMEOUT_SECS", "soon")],
+            "--bootpay-timeout-secs",
+        ),
+        (&["run"], &[("LOG_FORMAT", "xml")], "--log-format"),
+        (
+            &["run"],
+            &[("RECEIVE_WAIT_SECS", "99")],
+            "--receive-wait-secs",
+        ),
+        (
+            &["run"],
+            &[("METRICS_ADDR", "everywhere")],
+            "--metrics-addr",
+        ),
+        (&["run"], &[("WORKER_CONCURRENCY", "-3")], "--concurrency"),
+        (
+            &["run"],
+            &[("SHUTDOWN_GRACE_SECS", "1e9")],
+            "--shutdown-grace-secs",
+        ),
+        (&["results", "--wait", "50"], &[], "--wait"),
+        (&["results", "--decision", "maybe"], &[], "--decision"),
+        (&["dlq", "redrive", "--rate", "0"], &[], "--rate"),
+        (
+            &["dlq", "peek", "--where", "no-equals-sign"],
+            &[],
+            "FIELD=VALUE",
+        ),
+        (&["dlq", "peek", "--grep", "(unclosed"], &[], "--grep"),
+        (
+            &[
+                "enqueue",
+                "--receipt-id",
+                "r",
+                "--order-id",
+                "o",
+                "--price",
+                "free",
+            ],
+            &[],
+            "--price",
+        ),
+        (&["frobnicate"], &[], "unrecognized subcommand"),
+    ];
+    for (args, overrides, mention) in cases {
+        let mut worker = Worker::spawn(args, stand.worker_env(), overrides).await;
+        let code = worker.exit_code(WAIT).await;
+        let output = worker.logs().join("\n");
+        assert_eq!(code, Some(2), "{args:?} {overrides:?}: {output}");
+        assert!(
+            output.contains(mention),
+            "{args:?} {overrides:?} should mention {mention}: {output}"
+        );
+        assert!(!output.contains("panicked"), "{output}");
+    }
+}
