@@ -124,7 +124,9 @@ async fn help_names_every_setting_and_hides_the_key() {
 #[tokio::test]
 async fn nonsense_values_get_a_clear_message_and_a_non_zero_exit() {
     let stand = Stand::start(json!([])).await;
-    let cases: &[(&[&str], &[(&str, &str)], &str)] = &[
+    /// Arguments, environment overrides, and what the message must mention.
+    type Case<'a> = (&'a [&'a str], &'a [(&'a str, &'a str)], &'a str);
+    let cases: &[Case] = &[
         (
             &["run"],
             &[("BOOTPAY_TIMEOUT_SECS", "soon")],
