@@ -93,15 +93,29 @@ where
     F: FnOnce(aws_sdk_sqs::Client) -> Fut,
     Fut: Future<Output = Result<(), ops::OpsError>>,
 {
-    let aws = aws_config::load_from_env().await;
-    command(aws_sdk_sqs::Client::new(&aws)).await?;
+    command(sqs_client().await).await?;
     Ok(())
+}
+
+/// An SQS client from the standard AWS configuration chain, with timeouts so that a
+/// stalled connection cannot hold a shutdown up forever.
+async fn sqs_client() -> aws_sdk_sqs::Client {
+    use std::time::Duration;
+    let timeouts = aws_config::timeout::TimeoutConfig::builder()
+        .connect_timeout(Duration::from_secs(5))
+        // Above the 20 s long poll.
+        .operation_attempt_timeout(Duration::from_secs(30))
+        .build();
+    let aws = aws_config::defaults(aws_config::BehaviorVersion::latest())
+        .timeout_config(timeouts)
+        .load()
+        .await;
+    aws_sdk_sqs::Client::new(&aws)
 }
 
 async fn run(args: RunArgs) -> anyhow::Result<()> {
     telemetry::init(args.log_format);
-    let aws = aws_config::load_from_env().await;
-    let sqs = aws_sdk_sqs::Client::new(&aws);
+    let sqs = sqs_client().await;
     let queues = queues::resolve(
         &sqs,
         &args.queues.purchase_queue_url,

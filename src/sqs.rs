@@ -4,6 +4,9 @@
 use std::collections::HashMap;
 
 use aws_sdk_sqs::Client;
+use aws_sdk_sqs::operation::change_message_visibility_batch::ChangeMessageVisibilityBatchOutput;
+use aws_sdk_sqs::operation::delete_message_batch::DeleteMessageBatchOutput;
+use aws_sdk_sqs::operation::send_message_batch::SendMessageBatchOutput;
 use aws_sdk_sqs::types::{
     BatchResultErrorEntry, ChangeMessageVisibilityBatchRequestEntry,
     DeleteMessageBatchRequestEntry, MessageAttributeValue, SendMessageBatchRequestEntry,
@@ -51,48 +54,27 @@ impl Flush for SendFlush {
     type Entry = Outgoing;
 
     async fn flush(&self, entries: Vec<Outgoing>) -> Vec<Result<(), EntryError>> {
-        const OPERATION: &str = "SendMessageBatch";
         let count = entries.len();
-        let built: Result<Vec<_>, _> = entries
-            .into_iter()
-            .enumerate()
-            .map(|(i, m)| {
-                let (group, dedup) = m.fifo.unzip();
-                SendMessageBatchRequestEntry::builder()
-                    .id(i.to_string())
-                    .message_body(m.body)
-                    .set_message_attributes(Some(m.attributes))
-                    .set_message_group_id(group)
-                    .set_message_deduplication_id(dedup)
-                    .build()
-            })
-            .collect();
-        let entries = match built {
-            Ok(e) => e,
+        let built = entries.into_iter().enumerate().map(|(i, m)| {
+            let (group, dedup) = m.fifo.unzip();
+            SendMessageBatchRequestEntry::builder()
+                .id(i.to_string())
+                .message_body(m.body)
+                .set_message_attributes(Some(m.attributes))
+                .set_message_group_id(group)
+                .set_message_deduplication_id(dedup)
+                .build()
+        });
+        let entries = match built.collect() {
+            Ok(entries) => entries,
             Err(e) => return all_failed(count, "InvalidEntry", &e),
         };
-        match self
-            .sqs
-            .send_message_batch()
-            .queue_url(&self.queue_url)
-            .set_entries(Some(entries))
-            .send()
-            .await
-        {
-            Ok(out) => {
-                crate::metrics::sqs_request(OPERATION, true);
-                crate::metrics::sqs_entry_failures(OPERATION, out.failed().len());
-                results_by_index(
-                    count,
-                    out.failed().iter().map(failure),
-                    out.successful().iter().map(|s| s.id().to_owned()),
-                )
-            }
-            Err(e) => {
-                crate::metrics::sqs_request(OPERATION, false);
-                all_failed(count, "RequestFailed", &e)
-            }
-        }
+        let call = self.sqs.send_message_batch().queue_url(&self.queue_url);
+        outcome(
+            "SendMessageBatch",
+            count,
+            call.set_entries(Some(entries)).send().await,
+        )
     }
 }
 
@@ -100,44 +82,23 @@ impl Flush for DeleteFlush {
     type Entry = String;
 
     async fn flush(&self, handles: Vec<String>) -> Vec<Result<(), EntryError>> {
-        const OPERATION: &str = "DeleteMessageBatch";
         let count = handles.len();
-        let built: Result<Vec<_>, _> = handles
-            .into_iter()
-            .enumerate()
-            .map(|(i, h)| {
-                DeleteMessageBatchRequestEntry::builder()
-                    .id(i.to_string())
-                    .receipt_handle(h)
-                    .build()
-            })
-            .collect();
-        let entries = match built {
-            Ok(e) => e,
+        let built = handles.into_iter().enumerate().map(|(i, h)| {
+            DeleteMessageBatchRequestEntry::builder()
+                .id(i.to_string())
+                .receipt_handle(h)
+                .build()
+        });
+        let entries = match built.collect() {
+            Ok(entries) => entries,
             Err(e) => return all_failed(count, "InvalidEntry", &e),
         };
-        match self
-            .sqs
-            .delete_message_batch()
-            .queue_url(&self.queue_url)
-            .set_entries(Some(entries))
-            .send()
-            .await
-        {
-            Ok(out) => {
-                crate::metrics::sqs_request(OPERATION, true);
-                crate::metrics::sqs_entry_failures(OPERATION, out.failed().len());
-                results_by_index(
-                    count,
-                    out.failed().iter().map(failure),
-                    out.successful().iter().map(|s| s.id().to_owned()),
-                )
-            }
-            Err(e) => {
-                crate::metrics::sqs_request(OPERATION, false);
-                all_failed(count, "RequestFailed", &e)
-            }
-        }
+        let call = self.sqs.delete_message_batch().queue_url(&self.queue_url);
+        outcome(
+            "DeleteMessageBatch",
+            count,
+            call.set_entries(Some(entries)).send().await,
+        )
     }
 }
 
@@ -145,45 +106,89 @@ impl Flush for VisibilityFlush {
     type Entry = VisibilityChange;
 
     async fn flush(&self, changes: Vec<VisibilityChange>) -> Vec<Result<(), EntryError>> {
-        const OPERATION: &str = "ChangeMessageVisibilityBatch";
         let count = changes.len();
-        let built: Result<Vec<_>, _> = changes
-            .into_iter()
-            .enumerate()
-            .map(|(i, (handle, secs))| {
-                ChangeMessageVisibilityBatchRequestEntry::builder()
-                    .id(i.to_string())
-                    .receipt_handle(handle)
-                    .visibility_timeout(secs)
-                    .build()
-            })
-            .collect();
-        let entries = match built {
-            Ok(e) => e,
+        let built = changes.into_iter().enumerate().map(|(i, (handle, secs))| {
+            ChangeMessageVisibilityBatchRequestEntry::builder()
+                .id(i.to_string())
+                .receipt_handle(handle)
+                .visibility_timeout(secs)
+                .build()
+        });
+        let entries = match built.collect() {
+            Ok(entries) => entries,
             Err(e) => return all_failed(count, "InvalidEntry", &e),
         };
-        match self
+        let call = self
             .sqs
             .change_message_visibility_batch()
-            .queue_url(&self.queue_url)
-            .set_entries(Some(entries))
-            .send()
-            .await
-        {
-            Ok(out) => {
-                crate::metrics::sqs_request(OPERATION, true);
-                crate::metrics::sqs_entry_failures(OPERATION, out.failed().len());
-                results_by_index(
-                    count,
-                    out.failed().iter().map(failure),
-                    out.successful().iter().map(|s| s.id().to_owned()),
-                )
-            }
-            Err(e) => {
-                crate::metrics::sqs_request(OPERATION, false);
-                all_failed(count, "RequestFailed", &e)
-            }
+            .queue_url(&self.queue_url);
+        outcome(
+            "ChangeMessageVisibilityBatch",
+            count,
+            call.set_entries(Some(entries)).send().await,
+        )
+    }
+}
+
+/// The parts of a batch call's response that say how each entry fared.
+trait BatchResponse {
+    fn failed(&self) -> &[BatchResultErrorEntry];
+    fn successful_ids(&self) -> Vec<String>;
+}
+
+impl BatchResponse for SendMessageBatchOutput {
+    fn failed(&self) -> &[BatchResultErrorEntry] {
+        self.failed()
+    }
+    fn successful_ids(&self) -> Vec<String> {
+        self.successful()
+            .iter()
+            .map(|s| s.id().to_owned())
+            .collect()
+    }
+}
+
+impl BatchResponse for DeleteMessageBatchOutput {
+    fn failed(&self) -> &[BatchResultErrorEntry] {
+        self.failed()
+    }
+    fn successful_ids(&self) -> Vec<String> {
+        self.successful()
+            .iter()
+            .map(|s| s.id().to_owned())
+            .collect()
+    }
+}
+
+impl BatchResponse for ChangeMessageVisibilityBatchOutput {
+    fn failed(&self) -> &[BatchResultErrorEntry] {
+        self.failed()
+    }
+    fn successful_ids(&self) -> Vec<String> {
+        self.successful()
+            .iter()
+            .map(|s| s.id().to_owned())
+            .collect()
+    }
+}
+
+/// One result per entry: a successful call can still fail some of its entries.
+fn outcome<R: BatchResponse, E: std::error::Error + 'static>(
+    operation: &'static str,
+    count: usize,
+    result: Result<R, E>,
+) -> Vec<Result<(), EntryError>> {
+    crate::metrics::sqs_request(operation, result.is_ok());
+    match result {
+        Ok(out) => {
+            crate::metrics::sqs_entry_failures(operation, out.failed().len());
+            results_by_index(
+                count,
+                out.failed().iter().map(failure),
+                out.successful_ids(),
+            )
         }
+        Err(e) => all_failed(count, "RequestFailed", &e),
     }
 }
 

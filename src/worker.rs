@@ -201,7 +201,16 @@ pub async fn run(
             remaining = tracker.len(),
         );
         ctx.hard_stop.cancel();
-        tracker.wait().await;
+        // Publishes and deletes already under way finish within the SDK's timeouts.
+        if tokio::time::timeout(Duration::from_secs(35), tracker.wait())
+            .await
+            .is_err()
+        {
+            tracing::error!(
+                message = "Purchases still unfinished at exit; SQS redelivers them.",
+                remaining = tracker.len(),
+            );
+        }
     }
     let _ = prober.await;
     drop(ctx);

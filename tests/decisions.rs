@@ -256,25 +256,12 @@ async fn a_slow_receipt_does_not_hold_up_the_rest_of_its_batch() {
         ));
     }
     let stand = Stand::start(Value::Array(receipts)).await;
-    let entries: Vec<_> = std::iter::once(purchase("r-slow", "o-slow", json!(1)))
+    // One receive batch: the slow purchase and nine fast ones.
+    let bodies: Vec<String> = std::iter::once(purchase("r-slow", "o-slow", json!(1)))
         .chain((0..9).map(|i| purchase(&format!("r-fast-{i}"), &format!("o-fast-{i}"), json!(1))))
-        .enumerate()
-        .map(|(i, body)| {
-            aws_sdk_sqs::types::SendMessageBatchRequestEntry::builder()
-                .id(i.to_string())
-                .message_body(body.to_string())
-                .build()
-                .unwrap()
-        })
+        .map(|b| b.to_string())
         .collect();
-    stand
-        .sqs
-        .send_message_batch()
-        .queue_url(&stand.purchase_url)
-        .set_entries(Some(entries))
-        .send()
-        .await
-        .unwrap();
+    stand.send_batch(&bodies).await;
     let _worker = stand.worker(&[("WORKER_CONCURRENCY", "16")]).await;
     let first_nine = stand.decisions(9, WAIT).await;
     assert!(

@@ -13,7 +13,6 @@ use std::collections::{HashMap, HashSet};
 use std::sync::{Arc, Mutex};
 use std::time::{Duration, Instant};
 
-use aws_sdk_sqs::types::SendMessageBatchRequestEntry;
 use serde_json::{Value, json};
 use support::*;
 
@@ -151,27 +150,8 @@ async fn chaos_soak_loses_nothing_and_decides_right() {
         &["--chaos-timeout-ms", "3000"],
     )
     .await;
-    for chunk in cases.chunks(10) {
-        let entries = chunk
-            .iter()
-            .enumerate()
-            .map(|(i, c)| {
-                SendMessageBatchRequestEntry::builder()
-                    .id(i.to_string())
-                    .message_body(&c.body)
-                    .build()
-                    .unwrap()
-            })
-            .collect();
-        stand
-            .sqs
-            .send_message_batch()
-            .queue_url(&stand.purchase_url)
-            .set_entries(Some(entries))
-            .send()
-            .await
-            .unwrap();
-    }
+    let bodies: Vec<String> = cases.iter().map(|c| c.body.clone()).collect();
+    stand.send_batch(&bodies).await;
 
     // Collect decisions as they arrive, like a consumer would.
     let decisions: Arc<Mutex<Vec<Value>>> = Arc::default();

@@ -363,6 +363,32 @@ impl Stand {
             .expect("send a purchase");
     }
 
+    /// Sends bodies to the purchase queue with `SendMessageBatch`, ten at a time.
+    pub async fn send_batch(&self, bodies: &[String]) {
+        for chunk in bodies.chunks(10) {
+            let entries = chunk
+                .iter()
+                .enumerate()
+                .map(|(i, body)| {
+                    aws_sdk_sqs::types::SendMessageBatchRequestEntry::builder()
+                        .id(i.to_string())
+                        .message_body(body)
+                        .build()
+                        .unwrap()
+                })
+                .collect();
+            let out = self
+                .sqs
+                .send_message_batch()
+                .queue_url(&self.purchase_url)
+                .set_entries(Some(entries))
+                .send()
+                .await
+                .expect("send a batch of purchases");
+            assert!(out.failed().is_empty(), "{:?}", out.failed());
+        }
+    }
+
     pub async fn send_json(&self, body: &Value) {
         self.send(body.to_string()).await;
     }
