@@ -203,6 +203,18 @@ async fn stats_show_each_queue() {
     let (code, out) = cli(&stand, &["stats"], &[("PURCHASE_QUEUE_URL", &missing)]).await;
     assert_ne!(code, Some(0));
     assert!(out.join("\n").contains("does not exist"), "{out:?}");
+
+    let (code, out) = cli(
+        &stand,
+        &["stats"],
+        &[("AWS_ACCESS_KEY_ID", ""), ("AWS_SECRET_ACCESS_KEY", "")],
+    )
+    .await;
+    assert_ne!(code, Some(0));
+    assert!(
+        out.join("\n").contains("AWS credentials are missing"),
+        "{out:?}"
+    );
 }
 
 /// Fills the DLQ with invalid purchases, dead-lettered by a worker.
