@@ -4,6 +4,7 @@
 use std::time::Duration;
 
 use crate::batch::{Batcher, EntryError};
+use crate::receive::Received;
 use crate::sqs::VisibilityChange;
 
 /// SQS's ceiling for a visibility timeout (12 hours).
@@ -33,18 +34,20 @@ impl Acker {
             .map_err(AckError::Delete)
     }
 
-    /// Makes the message visible again after `after` (zero releases it at once).
+    /// Makes the message visible again after `after` (zero releases it at once). SQS
+    /// counts its 12-hour ceiling from the receive, so the delay is capped at what is left.
     ///
     /// # Errors
     /// SQS refused the change (e.g. the receipt handle expired).
     pub async fn set_visibility(
         &self,
-        receipt_handle: &str,
+        message: &Received,
         after: Duration,
     ) -> Result<(), AckError> {
-        let secs = after.min(MAX_VISIBILITY).as_secs() as i32;
+        let left = MAX_VISIBILITY.saturating_sub(message.received_at.elapsed());
+        let secs = after.min(left).as_secs() as i32;
         self.visibility
-            .submit((receipt_handle.to_owned(), secs))
+            .submit((message.receipt_handle.clone(), secs))
             .await
             .map_err(AckError::Visibility)
     }

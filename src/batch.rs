@@ -13,6 +13,10 @@ use tokio::time::{Instant, timeout_at};
 
 /// The most entries SQS accepts in one batch call.
 pub const MAX_BATCH: usize = 10;
+/// The most payload bytes put in one batch call. SQS's ceiling is the queue's maximum
+/// message size (256 KiB on queues made before 2025, up to 1 MiB since); the lower one is
+/// safe everywhere. An entry larger than this goes alone.
+pub const MAX_BATCH_BYTES: usize = 256 * 1024;
 
 /// Why one entry of a batch did not go through.
 #[derive(Debug, Clone, thiserror::Error)]
@@ -34,6 +38,10 @@ impl EntryError {
 /// One kind of batch call.
 pub trait Flush: Send + Sync + 'static {
     type Entry: Send + 'static;
+    /// The bytes an entry counts for against [`MAX_BATCH_BYTES`].
+    fn size(_entry: &Self::Entry) -> usize {
+        0
+    }
     /// Sends `entries` as one call and returns one result per entry, in order.
     fn flush(
         &self,
@@ -88,13 +96,31 @@ impl<E: Send + 'static> Batcher<E> {
 async fn run<F: Flush>(flush: F, mut rx: mpsc::Receiver<Job<F::Entry>>, linger: Duration) {
     let flush = std::sync::Arc::new(flush);
     let mut calls = JoinSet::new();
-    while let Some(first) = rx.recv().await {
+    // An entry that would have overflowed the previous batch starts the next one.
+    let mut carried: Option<Job<F::Entry>> = None;
+    loop {
+        let first = match carried.take() {
+            Some(job) => job,
+            None => match rx.recv().await {
+                Some(job) => job,
+                None => break,
+            },
+        };
+        let mut bytes = F::size(&first.0);
         let mut batch = Vec::with_capacity(MAX_BATCH);
         batch.push(first);
         let deadline = Instant::now() + linger;
         while batch.len() < MAX_BATCH {
             match timeout_at(deadline, rx.recv()).await {
-                Ok(Some(job)) => batch.push(job),
+                Ok(Some(job)) => {
+                    let size = F::size(&job.0);
+                    if bytes + size > MAX_BATCH_BYTES {
+                        carried = Some(job);
+                        break;
+                    }
+                    bytes += size;
+                    batch.push(job);
+                }
                 Ok(None) | Err(_) => break,
             }
         }
@@ -202,6 +228,53 @@ mod tests {
         batcher.submit(2).await.unwrap();
         assert!(started.elapsed() >= Duration::from_millis(20));
         assert_eq!(*recorder.0.lock().unwrap(), vec![1]);
+    }
+
+    /// Entries are sizes in bytes.
+    #[derive(Clone, Default)]
+    struct Sized(Arc<Mutex<Vec<Vec<usize>>>>);
+
+    impl Flush for Sized {
+        type Entry = usize;
+        fn size(entry: &usize) -> usize {
+            *entry
+        }
+        async fn flush(&self, entries: Vec<usize>) -> Vec<Result<(), EntryError>> {
+            let results = entries.iter().map(|_| Ok(())).collect();
+            self.0.lock().unwrap().push(entries);
+            results
+        }
+    }
+
+    #[tokio::test(start_paused = true)]
+    async fn batches_stay_under_the_payload_limit() {
+        let recorder = Sized::default();
+        let (batcher, task) = Batcher::spawn(recorder.clone(), Duration::from_millis(50));
+        let sizes = [100_000, 100_000, 100_000, 300_000, 10, 10];
+        let mut waits = JoinSet::new();
+        for size in sizes {
+            let b = batcher.clone();
+            waits.spawn(async move { b.submit(size).await });
+            // Keep the submission order deterministic.
+            tokio::task::yield_now().await;
+        }
+        while let Some(joined) = waits.join_next().await {
+            joined.unwrap().unwrap();
+        }
+        drop(batcher);
+        task.await.unwrap();
+        let batches = recorder.0.lock().unwrap().clone();
+        assert_eq!(batches.iter().map(Vec::len).sum::<usize>(), sizes.len());
+        for batch in &batches {
+            assert!(
+                batch.len() == 1 || batch.iter().sum::<usize>() <= MAX_BATCH_BYTES,
+                "{batches:?}"
+            );
+        }
+        assert!(
+            batches.contains(&vec![300_000]),
+            "an oversized entry goes alone: {batches:?}"
+        );
     }
 
     #[test]

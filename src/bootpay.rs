@@ -22,6 +22,9 @@ use url::Url;
 const MAX_BODY_BYTES: usize = 1 << 20;
 /// Bootpay's documented token lifetime, used when an answer omits `expire_in`.
 const DEFAULT_TOKEN_TTL: Duration = Duration::from_secs(1800);
+/// Bounds on a lifetime Bootpay states, so an absurd `expire_in` cannot overflow a clock.
+const MIN_TOKEN_TTL_SECS: f64 = 1.0;
+const MAX_TOKEN_TTL_SECS: f64 = 86_400.0;
 
 /// The parts of a v2 receipt the verifier relies on. Everything else is ignored, so
 /// Bootpay can add fields freely.
@@ -33,6 +36,12 @@ pub struct Receipt {
     pub status: i64,
     #[serde(default)]
     pub currency: Option<String>,
+    /// Cumulative amount cancelled; partial cancels can leave the status untouched.
+    #[serde(default)]
+    pub cancelled_price: Option<Number>,
+    /// Set on payments made with a test project.
+    #[serde(default)]
+    pub sandbox: Option<bool>,
 }
 
 #[derive(Debug, thiserror::Error)]
@@ -58,6 +67,8 @@ pub enum BootpayError {
     Transport(#[source] reqwest::Error),
     #[error("Bootpay sent a malformed response: {0}")]
     Malformed(String),
+    #[error("no Bootpay token: the latest request for one failed ({0})")]
+    TokenUnavailable(String),
 }
 
 impl BootpayError {
@@ -66,7 +77,10 @@ impl BootpayError {
     pub fn is_transient(&self) -> bool {
         matches!(
             self,
-            Self::Unavailable { .. } | Self::Transport(_) | Self::Malformed(_)
+            Self::Unavailable { .. }
+                | Self::Transport(_)
+                | Self::Malformed(_)
+                | Self::TokenUnavailable(_)
         )
     }
 
@@ -82,6 +96,7 @@ impl BootpayError {
             Self::Transport(e) if e.is_timeout() => "timeout",
             Self::Transport(_) => "transport",
             Self::Malformed(_) => "malformed",
+            Self::TokenUnavailable(_) => "token_unavailable",
         }
     }
 
@@ -112,6 +127,7 @@ pub struct BootpayConfig {
     pub retry: RetryPolicy,
 }
 
+#[derive(Clone)]
 struct Token {
     value: SecretString,
     renew_at: Instant,
@@ -120,12 +136,57 @@ struct Token {
     generation: u64,
 }
 
+/// The shared token, and what the latest attempt to get one said.
+#[derive(Default)]
+struct TokenCache {
+    current: Option<Token>,
+    generation: u64,
+    /// A fetch that failed moments ago answers the tasks that queued behind it, so they
+    /// do not each repeat a slow, failing request.
+    last_failure: Option<(Instant, FetchFailure)>,
+}
+
+#[derive(Clone)]
+enum FetchFailure {
+    Refused { status: u16, code: String },
+    Unavailable(String),
+}
+
+impl FetchFailure {
+    fn of(error: &BootpayError) -> Self {
+        match error {
+            BootpayError::CredentialsRefused { status, code } => Self::Refused {
+                status: *status,
+                code: code.clone(),
+            },
+            other => Self::Unavailable(crate::error_chain(other)),
+        }
+    }
+
+    fn to_error(&self) -> BootpayError {
+        match self {
+            Self::Refused { status, code } => BootpayError::CredentialsRefused {
+                status: *status,
+                code: code.clone(),
+            },
+            Self::Unavailable(text) => BootpayError::TokenUnavailable(text.clone()),
+        }
+    }
+}
+
+/// A receipt id no payment has, looked up to learn whether Bootpay answers.
+const PROBE_RECEIPT_ID: &str = "receipt-verifier-probe";
+
+/// How long a failed token fetch answers for the tasks queued behind it.
+const FAILURE_MEMORY: Duration = Duration::from_secs(1);
+
 pub struct BootpayClient {
     http: reqwest::Client,
     config: BootpayConfig,
-    token: Mutex<Option<Token>>,
-    /// When the cached token expires, readable without waiting on `token`'s lock.
-    token_expires_at: std::sync::Mutex<Option<Instant>>,
+    /// Never held across an `.await`.
+    token: std::sync::Mutex<TokenCache>,
+    /// Held by the one task fetching a token, so there is only ever one fetch in flight.
+    refresh: Mutex<()>,
     observer: Box<dyn Fn(CallOutcome) + Send + Sync>,
 }
 
@@ -157,13 +218,16 @@ impl BootpayClient {
             .timeout(config.request_timeout)
             .connect_timeout(config.request_timeout.min(Duration::from_secs(5)))
             .user_agent(concat!("receipt-verifier/", env!("CARGO_PKG_VERSION")))
+            // A redirect would re-send the token request's body, private key included,
+            // wherever it points.
+            .redirect(reqwest::redirect::Policy::none())
             .build()
             .map_err(BootpayError::Transport)?;
         Ok(Self {
             http,
             config,
-            token: Mutex::new(None),
-            token_expires_at: std::sync::Mutex::new(None),
+            token: std::sync::Mutex::new(TokenCache::default()),
+            refresh: Mutex::new(()),
             observer: Box::new(observer),
         })
     }
@@ -194,27 +258,46 @@ impl BootpayClient {
     /// # Errors
     /// [`BootpayError::CredentialsRefused`] or a transport/availability error.
     pub async fn renew_token(&self) -> Result<(), BootpayError> {
-        let mut slot = self.token.lock().await;
-        let generation = slot.as_ref().map_or(0, |t| t.generation) + 1;
-        let fresh = self.fetch_token(generation, "forced").await?;
-        self.store(&mut slot, fresh);
-        Ok(())
+        let _flight = self.refresh.lock().await;
+        self.fetch_and_store("forced").await.map(|_| ())
+    }
+
+    /// Asks Bootpay whether it works again: a fresh token, then one lookup of a receipt
+    /// that does not exist (any definite answer will do), without retries.
+    ///
+    /// # Errors
+    /// What either call failed with.
+    pub async fn probe(&self) -> Result<(), BootpayError> {
+        self.renew_token().await?;
+        match self.receipt_once(PROBE_RECEIPT_ID).await {
+            Ok(_) | Err(BootpayError::NotFound | BootpayError::Rejected { .. }) => Ok(()),
+            Err(e) => Err(e),
+        }
     }
 
     /// Whether an unexpired token is cached (for readiness).
     pub fn has_token(&self) -> bool {
-        self.token_expires_at
-            .lock()
-            .ok()
-            .and_then(|at| *at)
-            .is_some_and(|at| Instant::now() < at)
+        let now = Instant::now();
+        self.cache()
+            .current
+            .as_ref()
+            .is_some_and(|t| now < t.expires_at)
     }
 
-    fn store(&self, slot: &mut Option<Token>, token: Token) {
-        if let Ok(mut at) = self.token_expires_at.lock() {
-            *at = Some(token.expires_at);
-        }
-        *slot = Some(token);
+    /// How long until the cached token is due for renewal; `None` without a token.
+    pub fn renewal_due_in(&self) -> Option<Duration> {
+        let now = Instant::now();
+        self.cache()
+            .current
+            .as_ref()
+            .map(|t| t.renew_at.saturating_duration_since(now))
+    }
+
+    fn cache(&self) -> std::sync::MutexGuard<'_, TokenCache> {
+        // The cache holds plain data; a panic elsewhere cannot leave it half-written.
+        self.token
+            .lock()
+            .unwrap_or_else(std::sync::PoisonError::into_inner)
     }
 
     async fn with_retries<T, F, Fut>(
@@ -301,29 +384,85 @@ impl BootpayClient {
     }
 
     async fn current_token(&self) -> Result<(SecretString, u64), BootpayError> {
-        let mut slot = self.token.lock().await;
-        match slot.as_ref() {
-            Some(t) if Instant::now() < t.renew_at => Ok((t.value.clone(), t.generation)),
-            current => {
-                let generation = current.map_or(0, |t| t.generation) + 1;
-                let fresh = self.fetch_token(generation, "expiry").await?;
-                let out = (fresh.value.clone(), fresh.generation);
-                self.store(&mut slot, fresh);
-                Ok(out)
+        let now = Instant::now();
+        let still_valid = match &self.cache().current {
+            Some(t) if now < t.renew_at => return Ok((t.value.clone(), t.generation)),
+            Some(t) if now < t.expires_at => Some((t.value.clone(), t.generation)),
+            _ => None,
+        };
+        if let Some(valid) = still_valid {
+            // Due for renewal but still valid: one task renews it while the others keep
+            // using it, and a failed renewal costs nothing until the token expires.
+            if let Ok(_flight) = self.refresh.try_lock() {
+                match self.fetch_and_store("expiry").await {
+                    Ok(fresh) => return Ok(fresh),
+                    Err(e) => tracing::warn!(
+                        message = "Token renewal failed; the current token is used until it expires.",
+                        error = %crate::error_chain(&e),
+                    ),
+                }
             }
+            return Ok(valid);
         }
+        self.refresh_once("expiry", None).await
     }
 
     async fn renew_after_401(&self, seen: u64) -> Result<SecretString, BootpayError> {
-        let mut slot = self.token.lock().await;
-        if let Some(t) = slot.as_ref().filter(|t| t.generation != seen) {
-            // Another task already renewed the token this request was refused with.
-            return Ok(t.value.clone());
+        self.refresh_once("unauthorized", Some(seen))
+            .await
+            .map(|(value, _)| value)
+    }
+
+    /// Fetches a token, unless another task fetched a usable one (or failed to, moments
+    /// ago) while this one waited its turn.
+    async fn refresh_once(
+        &self,
+        trigger: &'static str,
+        refused_generation: Option<u64>,
+    ) -> Result<(SecretString, u64), BootpayError> {
+        let _flight = self.refresh.lock().await;
+        {
+            let cache = self.cache();
+            let now = Instant::now();
+            if let Some(t) = &cache.current {
+                let usable = match refused_generation {
+                    Some(seen) => t.generation != seen && now < t.expires_at,
+                    None => now < t.renew_at,
+                };
+                if usable {
+                    return Ok((t.value.clone(), t.generation));
+                }
+            }
+            if let Some((at, failure)) = &cache.last_failure
+                && at.elapsed() < FAILURE_MEMORY
+            {
+                return Err(failure.to_error());
+            }
         }
-        let fresh = self.fetch_token(seen + 1, "unauthorized").await?;
-        let value = fresh.value.clone();
-        self.store(&mut slot, fresh);
-        Ok(value)
+        self.fetch_and_store(trigger).await
+    }
+
+    /// Fetches a token and caches it. Callers hold `refresh`.
+    async fn fetch_and_store(
+        &self,
+        trigger: &'static str,
+    ) -> Result<(SecretString, u64), BootpayError> {
+        let generation = self.cache().generation + 1;
+        let result = self.fetch_token(generation, trigger).await;
+        let mut cache = self.cache();
+        match result {
+            Ok(token) => {
+                let out = (token.value.clone(), token.generation);
+                cache.generation = generation;
+                cache.current = Some(token);
+                cache.last_failure = None;
+                Ok(out)
+            }
+            Err(e) => {
+                cache.last_failure = Some((Instant::now(), FetchFailure::of(&e)));
+                Err(e)
+            }
+        }
     }
 
     async fn fetch_token(
@@ -343,21 +482,27 @@ impl BootpayClient {
             "private_key": self.config.private_key.expose_secret(),
         });
         let started = Instant::now();
+        let refused = |status: u16, code: String| {
+            self.observe(CallOutcome::CredentialsRefused);
+            BootpayError::CredentialsRefused { status, code }
+        };
         let response: TokenResponse =
             match self.send("token", self.http.post(url).json(&body)).await {
-                Ok(result) => result?,
-                Err(Unauthorized) => {
-                    self.observe(CallOutcome::CredentialsRefused);
-                    return Err(BootpayError::CredentialsRefused {
-                        status: 401,
-                        code: "unauthorized".into(),
-                    });
+                Ok(Ok(response)) => response,
+                // The token call carries nothing but the credentials: any definite
+                // refusal (a 4xx, whatever its code) is about them.
+                Ok(Err(BootpayError::Rejected { status, code, .. })) => {
+                    return Err(refused(status, code));
                 }
+                Ok(Err(e)) => return Err(e),
+                Err(Unauthorized) => return Err(refused(401, "unauthorized".into())),
             };
         let ttl = response
             .expire_in
             .filter(|s| s.is_finite() && *s > 0.0)
-            .map_or(DEFAULT_TOKEN_TTL, Duration::from_secs_f64);
+            .map_or(DEFAULT_TOKEN_TTL, |s| {
+                Duration::from_secs_f64(s.clamp(MIN_TOKEN_TTL_SECS, MAX_TOKEN_TTL_SECS))
+            });
         crate::metrics::token_refreshed(trigger);
         tracing::info!(
             message = "Obtained a Bootpay access token.",
@@ -483,9 +628,13 @@ fn classify_error(status: StatusCode, retry_after: Option<Duration>, body: &[u8]
                 .map(|m| m.chars().take(200).collect())
                 .unwrap_or_default(),
         },
-        // A 4xx without Bootpay's error shape comes from something in between (a proxy,
-        // a load balancer); it says nothing about the receipt.
-        None => BootpayError::Malformed(format!("HTTP {status} without an error_code")),
+        // A definite refusal without Bootpay's error shape (a proxy, a load balancer, an
+        // IP allow list): trying again will not change it.
+        None => BootpayError::Rejected {
+            status: status.as_u16(),
+            code: "none".into(),
+            message: String::from_utf8_lossy(body).chars().take(200).collect(),
+        },
     }
 }
 
@@ -545,8 +694,10 @@ mod tests {
             br#"{"error_code":"RC_SOMETHING","message":"nope"}"#,
         );
         assert!(!other.is_transient());
+        // A refusal from something in front of Bootpay is definite, not transient.
         let proxy = classify_error(StatusCode::FORBIDDEN, None, b"<html>denied</html>");
-        assert!(proxy.is_transient());
+        assert!(!proxy.is_transient());
+        assert_eq!(proxy.label(), "rejected");
     }
 
     #[test]

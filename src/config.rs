@@ -109,6 +109,12 @@ pub struct RunArgs {
     #[arg(long, env = "METRICS_ADDR")]
     pub metrics_addr: Option<std::net::SocketAddr>,
 
+    /// Reject (`not_paid`) receipts Bootpay marks `sandbox`, i.e. payments made with a
+    /// test project's keys. Set it in production, where a test payment must never buy
+    /// anything.
+    #[arg(long, env = "BOOTPAY_REJECT_SANDBOX", default_value_t = false, action = clap::ArgAction::Set)]
+    pub bootpay_reject_sandbox: bool,
+
     /// Log format.
     #[arg(long, env = "LOG_FORMAT", value_enum, default_value = "text")]
     pub log_format: LogFormat,
@@ -175,6 +181,9 @@ impl RunArgs {
             probe_min_delay: Duration::from_millis(500),
             probe_max_delay: Duration::from_secs(self.pause_probe_max_secs),
             metrics_addr: self.metrics_addr,
+            policy: crate::verify::Policy {
+                reject_sandbox: self.bootpay_reject_sandbox,
+            },
         }
     }
 }

@@ -19,6 +19,8 @@ use crate::bootpay::{BootpayClient, CallOutcome};
 pub enum PauseReason {
     CredentialsRefused,
     BootpayUnavailable,
+    /// The result queue refuses decisions; cleared by the next decision it accepts.
+    ResultQueueUnavailable,
 }
 
 impl PauseReason {
@@ -26,6 +28,7 @@ impl PauseReason {
         match self {
             Self::CredentialsRefused => "credentials_refused",
             Self::BootpayUnavailable => "bootpay_unavailable",
+            Self::ResultQueueUnavailable => "result_queue_unavailable",
         }
     }
 }
@@ -94,7 +97,7 @@ impl Intake {
         }
     }
 
-    fn pause(&self, reason: PauseReason) {
+    pub fn pause(&self, reason: PauseReason) {
         self.state.send_if_modified(|state| {
             // Refused credentials outrank an outage: they need a person, not patience.
             let replace = match *state {
@@ -119,23 +122,30 @@ impl Intake {
         });
     }
 
+    /// Reopens intake if it is paused for `reason`.
+    pub fn resume_from(&self, reason: PauseReason) {
+        if self.state() == IntakeState::Paused(reason) {
+            self.resume();
+        }
+    }
+
     fn resume(&self) {
         self.consecutive_failures.store(0, Ordering::Relaxed);
         self.state.send_if_modified(|state| {
-            let was_paused = *state != IntakeState::Open;
-            if let IntakeState::Paused(reason) = *state {
-                crate::metrics::intake_paused(reason.as_str(), false);
-            }
-            if was_paused {
-                *state = IntakeState::Open;
-                tracing::info!(message = "Intake resumed: Bootpay answers again.");
-            }
-            was_paused
+            let IntakeState::Paused(reason) = *state else {
+                return false;
+            };
+            crate::metrics::intake_paused(reason.as_str(), false);
+            *state = IntakeState::Open;
+            tracing::info!(message = "Intake resumed.", after = reason.as_str());
+            true
         });
     }
 
-    /// Runs until `stop`: whenever intake is paused, probes Bootpay with a fresh token
-    /// request after a growing, jittered delay, and reopens intake once it succeeds.
+    /// Runs until `stop`. While intake is open it renews the Bootpay token ahead of its
+    /// expiry, so an idle worker still holds one. Whenever intake is paused for Bootpay's
+    /// sake, it probes Bootpay (a fresh token, then a receipt lookup) after a growing,
+    /// jittered delay, and reopens intake once both answer.
     pub async fn probe_while_paused(
         &self,
         bootpay: &BootpayClient,
@@ -144,10 +154,30 @@ impl Intake {
         stop: CancellationToken,
     ) {
         loop {
+            let renew_in = bootpay
+                .renewal_due_in()
+                .unwrap_or(IDLE_TOKEN_RETRY)
+                .max(Duration::from_secs(1));
             let reason = tokio::select! {
                 _ = stop.cancelled() => return,
                 reason = self.paused() => reason,
+                () = tokio::time::sleep(renew_in) => {
+                    if let Err(e) = bootpay.renew_token().await {
+                        tracing::warn!(
+                            message = "Could not renew the Bootpay token ahead of time.",
+                            error = %crate::error_chain(&e),
+                        );
+                    }
+                    continue;
+                }
             };
+            if reason == PauseReason::ResultQueueUnavailable {
+                // Not Bootpay's doing: the publishing side reopens intake.
+                tokio::select! {
+                    _ = stop.cancelled() => return,
+                    () = self.changed_from(IntakeState::Paused(reason)) => continue,
+                }
+            }
             let mut delays = ExponentialBuilder::default()
                 .with_min_delay(min_delay)
                 .with_max_delay(max_delay)
@@ -155,7 +185,7 @@ impl Intake {
                 .without_max_times()
                 .build();
             let mut reason = reason;
-            loop {
+            while self.state() == IntakeState::Paused(reason) {
                 let delay = delays.next().unwrap_or(max_delay);
                 tracing::info!(
                     message = "Probing Bootpay before resuming intake.",
@@ -166,11 +196,8 @@ impl Intake {
                     _ = stop.cancelled() => return,
                     () = tokio::time::sleep(delay) => {}
                 }
-                match bootpay.renew_token().await {
-                    Ok(()) => {
-                        self.resume();
-                        break;
-                    }
+                match bootpay.probe().await {
+                    Ok(()) => self.resume(),
                     Err(e) => {
                         tracing::warn!(
                             message = "Bootpay probe failed; intake stays paused.",
@@ -184,7 +211,15 @@ impl Intake {
             }
         }
     }
+
+    async fn changed_from(&self, state: IntakeState) {
+        let mut rx = self.state.subscribe();
+        let _ = rx.wait_for(|s| *s != state).await;
+    }
 }
+
+/// How soon to try for a token again when there is none and intake is open.
+const IDLE_TOKEN_RETRY: Duration = Duration::from_secs(30);
 
 #[cfg(test)]
 mod tests {

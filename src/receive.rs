@@ -1,7 +1,7 @@
 //! Receive stage: long-polls the purchase queue for up to ten messages at a time.
 
 use std::collections::HashMap;
-use std::time::{Duration, SystemTime};
+use std::time::{Duration, Instant, SystemTime};
 
 use aws_sdk_sqs::Client;
 use aws_sdk_sqs::types::{Message, MessageAttributeValue, MessageSystemAttributeName};
@@ -16,6 +16,8 @@ pub struct Received {
     pub receive_count: u32,
     /// When the producer sent it, for end-to-end latency.
     pub sent_at: Option<SystemTime>,
+    /// When this worker received it.
+    pub received_at: Instant,
     pub attributes: HashMap<String, MessageAttributeValue>,
 }
 
@@ -77,6 +79,7 @@ fn convert(message: Message) -> Option<Received> {
         body: message.body.unwrap_or_default(),
         receive_count,
         sent_at,
+        received_at: Instant::now(),
         attributes: message.message_attributes.unwrap_or_default(),
     })
 }

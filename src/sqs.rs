@@ -53,6 +53,20 @@ pub struct VisibilityFlush {
 impl Flush for SendFlush {
     type Entry = Outgoing;
 
+    fn size(message: &Outgoing) -> usize {
+        let attributes: usize = message
+            .attributes
+            .iter()
+            .map(|(name, value)| {
+                name.len()
+                    + value.data_type().len()
+                    + value.string_value().map_or(0, str::len)
+                    + value.binary_value().map_or(0, |b| b.as_ref().len())
+            })
+            .sum();
+        message.body.len() + attributes
+    }
+
     async fn flush(&self, entries: Vec<Outgoing>) -> Vec<Result<(), EntryError>> {
         let count = entries.len();
         let built = entries.into_iter().enumerate().map(|(i, m)| {

@@ -79,6 +79,14 @@ pub enum Outcome {
     },
 }
 
+/// Deployment choices that change the rules.
+#[derive(Debug, Clone, Copy, Default)]
+pub struct Policy {
+    /// Reject (`not_paid`) receipts Bootpay marks `sandbox`: payments made with a test
+    /// project's keys, which move no money.
+    pub reject_sandbox: bool,
+}
+
 /// What the rules say about a receipt, before any call that changes it.
 #[derive(Debug, Clone, PartialEq)]
 enum Judgement {
@@ -97,14 +105,23 @@ const AWAITING_CONFIRM: i64 = 2;
 /// The decision rules. Identity checks come first, so a receipt replayed against
 /// another order is reported as such whatever its state; then the payment's state; then
 /// amount and currency.
-fn judge(event: &PurchaseEvent, receipt: &Receipt) -> Judgement {
+fn judge(event: &PurchaseEvent, receipt: &Receipt, policy: Policy) -> Judgement {
     if receipt.order_id != event.order_id || receipt.receipt_id != event.receipt_id {
         return Judgement::Decide(Reason::OrderMismatch);
     }
-    if CANCELLED_STATUSES.contains(&receipt.status) {
+    let partly_cancelled = receipt
+        .cancelled_price
+        .as_ref()
+        .and_then(serde_json::Number::as_f64)
+        .is_some_and(|c| c != 0.0);
+    if CANCELLED_STATUSES.contains(&receipt.status) || partly_cancelled {
         return Judgement::Decide(Reason::Cancelled);
     }
     if FAILED_STATUSES.contains(&receipt.status) {
+        return Judgement::Decide(Reason::NotPaid);
+    }
+    if policy.reject_sandbox && receipt.sandbox == Some(true) {
+        // A test payment moved no money.
         return Judgement::Decide(Reason::NotPaid);
     }
     if Amount::new(receipt.price.clone()).as_ref() != Some(&event.price) {
@@ -142,12 +159,13 @@ fn decided(reason: Reason, receipt: &Receipt) -> Outcome {
 pub async fn verify(
     bootpay: &BootpayClient,
     event: &PurchaseEvent,
+    policy: Policy,
 ) -> Result<Outcome, BootpayError> {
     let receipt = match bootpay.receipt(&event.receipt_id).await {
         Err(BootpayError::NotFound) => return Ok(not_found()),
         other => other?,
     };
-    match judge(event, &receipt) {
+    match judge(event, &receipt, policy) {
         Judgement::Decide(reason) => Ok(decided(reason, &receipt)),
         Judgement::NotFinal => Ok(Outcome::NotFinal {
             status: receipt.status,
@@ -159,11 +177,15 @@ pub async fn verify(
                 Err(BootpayError::NotConfirmReady) => bootpay.receipt(&event.receipt_id).await,
                 other => other,
             };
-            let confirmed = match confirmed {
-                Err(BootpayError::NotFound) => return Ok(not_found()),
-                other => other?,
-            };
-            Ok(match judge(event, &confirmed) {
+            // Bootpay just showed this receipt: "not found" now is Bootpay misbehaving,
+            // not an answer about the payment.
+            let confirmed = confirmed.map_err(|e| match e {
+                BootpayError::NotFound => {
+                    BootpayError::Malformed("the receipt vanished while being confirmed".into())
+                }
+                other => other,
+            })?;
+            Ok(match judge(event, &confirmed, policy) {
                 Judgement::Decide(reason) => decided(reason, &confirmed),
                 Judgement::Confirm | Judgement::NotFinal => Outcome::NotFinal {
                     status: confirmed.status,
@@ -213,16 +235,16 @@ mod tests {
     #[test]
     fn a_matching_paid_receipt_is_verified() {
         assert_eq!(
-            judge(&event(None), &paid()),
+            judge(&event(None), &paid(), Policy::default()),
             Judgement::Decide(Reason::Verified)
         );
         assert_eq!(
-            judge(&event(Some("krw")), &paid()),
+            judge(&event(Some("krw")), &paid(), Policy::default()),
             Judgement::Decide(Reason::Verified)
         );
         let float_price = receipt(1, "o-1", serde_json::json!(3000.0), Some("KRW"));
         assert_eq!(
-            judge(&event(None), &float_price),
+            judge(&event(None), &float_price, Policy::default()),
             Judgement::Decide(Reason::Verified)
         );
     }
@@ -232,14 +254,14 @@ mod tests {
         for status in [1, 2, 0, 20, -1] {
             let r = receipt(status, "o-other", 3000.into(), Some("KRW"));
             assert_eq!(
-                judge(&event(None), &r),
+                judge(&event(None), &r, Policy::default()),
                 Judgement::Decide(Reason::OrderMismatch)
             );
         }
         let mut other_receipt = paid();
         other_receipt.receipt_id = "r-2".into();
         assert_eq!(
-            judge(&event(None), &other_receipt),
+            judge(&event(None), &other_receipt, Policy::default()),
             Judgement::Decide(Reason::OrderMismatch)
         );
     }
@@ -253,13 +275,13 @@ mod tests {
         ] {
             let r = receipt(1, "o-1", price, Some("KRW"));
             assert_eq!(
-                judge(&event(None), &r),
+                judge(&event(None), &r, Policy::default()),
                 Judgement::Decide(Reason::PriceMismatch)
             );
         }
         let negative = receipt(1, "o-1", serde_json::json!(-3000), Some("KRW"));
         assert_eq!(
-            judge(&event(None), &negative),
+            judge(&event(None), &negative, Policy::default()),
             Judgement::Decide(Reason::PriceMismatch)
         );
     }
@@ -268,16 +290,16 @@ mod tests {
     fn currency_is_checked_only_when_the_event_names_one() {
         let usd = receipt(1, "o-1", 3000.into(), Some("USD"));
         assert_eq!(
-            judge(&event(None), &usd),
+            judge(&event(None), &usd, Policy::default()),
             Judgement::Decide(Reason::Verified)
         );
         assert_eq!(
-            judge(&event(Some("KRW")), &usd),
+            judge(&event(Some("KRW")), &usd, Policy::default()),
             Judgement::Decide(Reason::CurrencyMismatch)
         );
         let unknown = receipt(1, "o-1", 3000.into(), None);
         assert_eq!(
-            judge(&event(Some("KRW")), &unknown),
+            judge(&event(Some("KRW")), &unknown, Policy::default()),
             Judgement::Decide(Reason::CurrencyMismatch)
         );
     }
@@ -287,34 +309,72 @@ mod tests {
         for status in [20, -30] {
             let r = receipt(status, "o-1", 3000.into(), None);
             assert_eq!(
-                judge(&event(None), &r),
+                judge(&event(None), &r, Policy::default()),
                 Judgement::Decide(Reason::Cancelled)
             );
         }
         for status in [-1, -2, -3, -11] {
             let r = receipt(status, "o-1", 3000.into(), None);
-            assert_eq!(judge(&event(None), &r), Judgement::Decide(Reason::NotPaid));
+            assert_eq!(
+                judge(&event(None), &r, Policy::default()),
+                Judgement::Decide(Reason::NotPaid)
+            );
         }
     }
 
     #[test]
     fn awaiting_confirmation_is_confirmed_only_when_everything_matches() {
         let ready = receipt(2, "o-1", 3000.into(), Some("KRW"));
-        assert_eq!(judge(&event(Some("KRW")), &ready), Judgement::Confirm);
+        assert_eq!(
+            judge(&event(Some("KRW")), &ready, Policy::default()),
+            Judgement::Confirm
+        );
         let cheap = receipt(2, "o-1", 100.into(), Some("KRW"));
         assert_eq!(
-            judge(&event(None), &cheap),
+            judge(&event(None), &cheap, Policy::default()),
             Judgement::Decide(Reason::PriceMismatch)
         );
         let usd = receipt(2, "o-1", 3000.into(), Some("USD"));
         assert_eq!(
-            judge(&event(Some("KRW")), &usd),
+            judge(&event(Some("KRW")), &usd, Policy::default()),
             Judgement::Decide(Reason::CurrencyMismatch)
         );
         let replayed = receipt(2, "o-9", 3000.into(), Some("KRW"));
         assert_eq!(
-            judge(&event(None), &replayed),
+            judge(&event(None), &replayed, Policy::default()),
             Judgement::Decide(Reason::OrderMismatch)
+        );
+    }
+
+    #[test]
+    fn partly_cancelled_and_sandbox_payments() {
+        let mut partial = paid();
+        partial.cancelled_price = Some(1000.into());
+        assert_eq!(
+            judge(&event(None), &partial, Policy::default()),
+            Judgement::Decide(Reason::Cancelled)
+        );
+        partial.cancelled_price = Some(0.into());
+        assert_eq!(
+            judge(&event(None), &partial, Policy::default()),
+            Judgement::Decide(Reason::Verified)
+        );
+        let mut test_payment = paid();
+        test_payment.sandbox = Some(true);
+        assert_eq!(
+            judge(&event(None), &test_payment, Policy::default()),
+            Judgement::Decide(Reason::Verified)
+        );
+        let strict = Policy {
+            reject_sandbox: true,
+        };
+        assert_eq!(
+            judge(&event(None), &test_payment, strict),
+            Judgement::Decide(Reason::NotPaid)
+        );
+        assert_eq!(
+            judge(&event(None), &paid(), strict),
+            Judgement::Decide(Reason::Verified)
         );
     }
 
@@ -323,7 +383,7 @@ mod tests {
         for status in [0, 3, 5, -20, 11, 99] {
             let r = receipt(status, "o-1", 3000.into(), None);
             assert_eq!(
-                judge(&event(None), &r),
+                judge(&event(None), &r, Policy::default()),
                 Judgement::NotFinal,
                 "status {status}"
             );

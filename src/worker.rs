@@ -12,7 +12,7 @@
 
 use std::net::SocketAddr;
 use std::sync::Arc;
-use std::time::{Duration, Instant};
+use std::time::Duration;
 
 use anyhow::Context as _;
 use aws_sdk_sqs::Client;
@@ -28,11 +28,12 @@ use crate::bootpay::{BootpayClient, BootpayConfig, BootpayError};
 use crate::decode::PurchaseEvent;
 use crate::health::Readiness;
 use crate::intake::Intake;
+use crate::intake::PauseReason;
 use crate::publish::Publisher;
 use crate::queues::Queues;
 use crate::receive::{Received, receive};
 use crate::sqs::{DeleteFlush, SendFlush, VisibilityFlush};
-use crate::verify::{Outcome, Verdict, verify};
+use crate::verify::{Outcome, Policy, Verdict, verify};
 
 /// Tuning for one worker process. See `receipt-verifier run --help` for each field.
 #[derive(Debug, Clone)]
@@ -48,7 +49,14 @@ pub struct WorkerConfig {
     pub probe_max_delay: Duration,
     /// Where to serve `/metrics`, `/healthz` and `/readyz`; none when `None`.
     pub metrics_addr: Option<SocketAddr>,
+    pub policy: Policy,
 }
+
+/// How long releasing in-flight purchases may take once the grace period is over.
+const RELEASE_WAIT: Duration = Duration::from_secs(10);
+/// How many times one purchase is held through a Bootpay outage before it is handed back
+/// to the queue instead: a receipt that fails on its own must not be held forever.
+const MAX_HOLDS: u32 = 3;
 
 struct Context {
     bootpay: Arc<BootpayClient>,
@@ -201,15 +209,17 @@ pub async fn run(
             remaining = tracker.len(),
         );
         ctx.hard_stop.cancel();
-        // Publishes and deletes already under way finish within the SDK's timeouts.
-        if tokio::time::timeout(Duration::from_secs(35), tracker.wait())
+        if tokio::time::timeout(RELEASE_WAIT, tracker.wait())
             .await
             .is_err()
         {
+            // Whatever is left is dropped with the runtime; its purchases come back
+            // when their visibility runs out. Nothing was deleted without a decision.
             tracing::error!(
-                message = "Purchases still unfinished at exit; SQS redelivers them.",
+                message = "Exiting with purchases unfinished; SQS will redeliver them.",
                 remaining = tracker.len(),
             );
+            return Ok(());
         }
     }
     let _ = prober.await;
@@ -311,29 +321,52 @@ async fn handle(ctx: Arc<Context>, message: Received, _slot: OwnedSemaphorePermi
         order_id = field::Empty,
         attempt = message.receive_count,
     );
-    let work = process(&ctx, &message).instrument(span.clone());
-    let heartbeat = heartbeat(&ctx, &message.receipt_handle).instrument(span);
-    tokio::select! {
-        biased;
-        () = work => {}
-        () = heartbeat => {}
+    async {
+        let stop_heartbeat = CancellationToken::new();
+        let work = async {
+            let finish = process(&ctx, &message).await;
+            stop_heartbeat.cancel();
+            finish
+        };
+        // The heartbeat's last change has landed before the final one is sent, so a late
+        // extension cannot undo a release or shorten a requeue delay.
+        let ((), finish) = tokio::join!(heartbeat(&ctx, &message, &stop_heartbeat), work);
+        complete(&ctx, &message, finish).await;
     }
+    .instrument(span)
+    .await;
 }
 
-/// Keeps the message invisible while it is worked on. Never returns.
-async fn heartbeat(ctx: &Context, receipt_handle: &str) {
+/// Keeps the message invisible while it is worked on, until `stop`.
+async fn heartbeat(ctx: &Context, message: &Received, stop: &CancellationToken) {
     let every = (ctx.visibility_timeout / 3).max(Duration::from_secs(1));
     loop {
-        tokio::time::sleep(every).await;
+        tokio::select! {
+            biased;
+            _ = stop.cancelled() => return,
+            () = tokio::time::sleep(every) => {}
+        }
         crate::metrics::visibility_changed("heartbeat");
         if let Err(e) = ctx
             .acker
-            .set_visibility(receipt_handle, ctx.visibility_timeout)
+            .set_visibility(message, ctx.visibility_timeout)
             .await
         {
             tracing::warn!(message = "Failed to extend the purchase's visibility.", error = %e);
         }
     }
+}
+
+/// What is left to do with a purchase once its decision (if any) is published.
+enum Finish {
+    /// Its decision or dead letter is published: delete it.
+    Delete,
+    /// No decision yet: hand it back after this delay.
+    Requeue { delay: Duration, why: &'static str },
+    /// Shutting down: hand it back at once.
+    Release,
+    /// Publishing failed: leave it to come back when its visibility runs out.
+    Leave,
 }
 
 /// Where verification left a purchase.
@@ -347,8 +380,7 @@ enum Step {
     Release,
 }
 
-async fn process(ctx: &Context, message: &Received) {
-    let started = Instant::now();
+async fn process(ctx: &Context, message: &Received) -> Finish {
     let event = match PurchaseEvent::parse(&message.body) {
         Ok(event) => event,
         Err(error) => return dead_letter(ctx, message, &error).await,
@@ -363,72 +395,85 @@ async fn process(ctx: &Context, message: &Received) {
         step = verify_patiently(ctx, &event) => step,
     };
     match step {
-        Step::Decided(verdict) => {
-            if let Err(e) = retry_sqs(|| ctx.publisher.decision(message, &event, &verdict)).await {
-                // Not deleted: the purchase comes back once its visibility runs out.
-                tracing::error!(message = "Failed to publish a decision; the purchase stays queued.", error = %crate::error_chain(&e));
-                return;
-            }
-            let end_to_end = message.sent_at.and_then(|t| t.elapsed().ok());
-            let end_to_end_ms = end_to_end.map(|d| d.as_millis() as u64);
-            crate::metrics::decided(
-                verdict.reason.decision().as_str(),
-                verdict.reason.as_str(),
-                started.elapsed(),
-                end_to_end,
-            );
-            tracing::info!(
-                message = "Decision published.",
-                decision = verdict.reason.decision().as_str(),
-                reason = verdict.reason.as_str(),
-                receipt_id = %event.receipt_id,
-                order_id = %event.order_id,
-                latency_ms = started.elapsed().as_millis() as u64,
-                end_to_end_ms,
-            );
-            acknowledge(ctx, message).await;
-        }
+        Step::Decided(verdict) => publish(ctx, message, &event, &verdict).await,
         Step::RetryLater { why, detail } => {
             let delay = requeue_delay(
                 message.receive_count,
                 ctx.config.requeue_base_delay,
                 ctx.config.requeue_max_delay,
             );
-            crate::metrics::requeued(why);
-            crate::metrics::visibility_changed("requeue");
             tracing::info!(
                 message = "No decision yet; the purchase will be tried again.",
                 why = %detail,
                 retry_in_secs = delay.as_secs(),
             );
-            if let Err(e) = ctx
-                .acker
-                .set_visibility(&message.receipt_handle, delay)
-                .await
-            {
-                tracing::warn!(message = "Failed to delay the purchase.", error = %e);
-            }
+            Finish::Requeue { delay, why }
         }
-        Step::Release => {
-            crate::metrics::visibility_changed("release");
-            tracing::info!(message = "Releasing the purchase for another worker.");
-            if let Err(e) = ctx
-                .acker
-                .set_visibility(&message.receipt_handle, Duration::ZERO)
-                .await
-            {
-                tracing::warn!(message = "Failed to release the purchase.", error = %e);
+        Step::Release => Finish::Release,
+    }
+}
+
+/// Publishes the decision. While the result queue refuses it, intake pauses and the
+/// purchase is kept (its verification, and any confirm, is not repeated) until the
+/// queue accepts it or the worker stops.
+async fn publish(
+    ctx: &Context,
+    message: &Received,
+    event: &PurchaseEvent,
+    verdict: &Verdict,
+) -> Finish {
+    let mut waits = ExponentialBuilder::default()
+        .with_min_delay(Duration::from_secs(1))
+        .with_max_delay(Duration::from_secs(30))
+        .with_jitter()
+        .without_max_times()
+        .build();
+    loop {
+        match retry_sqs(|| ctx.publisher.decision(message, event, verdict)).await {
+            Ok(()) => break,
+            Err(e) => {
+                tracing::error!(
+                    message = "Failed to publish a decision; holding the purchase and pausing intake.",
+                    error = %crate::error_chain(&e),
+                );
+                ctx.intake.pause(PauseReason::ResultQueueUnavailable);
+                let wait = waits.next().unwrap_or(Duration::from_secs(30));
+                tokio::select! {
+                    biased;
+                    _ = ctx.stop_intake.cancelled() => return Finish::Release,
+                    () = tokio::time::sleep(wait) => {}
+                }
             }
         }
     }
+    ctx.intake.resume_from(PauseReason::ResultQueueUnavailable);
+    let processing = message.received_at.elapsed();
+    let end_to_end = message.sent_at.and_then(|t| t.elapsed().ok());
+    crate::metrics::decided(
+        verdict.reason.decision().as_str(),
+        verdict.reason.as_str(),
+        processing,
+        end_to_end,
+    );
+    tracing::info!(
+        message = "Decision published.",
+        decision = verdict.reason.decision().as_str(),
+        reason = verdict.reason.as_str(),
+        receipt_id = %event.receipt_id,
+        order_id = %event.order_id,
+        latency_ms = processing.as_millis() as u64,
+        end_to_end_ms = end_to_end.map(|d| d.as_millis() as u64),
+    );
+    Finish::Delete
 }
 
 /// Verifies until there is an answer. While Bootpay refuses the credentials or is down,
 /// the purchase is held (its heartbeat keeps it invisible, so its receive count does not
 /// grow) until intake reopens or the worker stops.
 async fn verify_patiently(ctx: &Context, event: &PurchaseEvent) -> Step {
+    let mut holds = 0;
     loop {
-        let error = match verify(&ctx.bootpay, event).await {
+        let error = match verify(&ctx.bootpay, event, ctx.config.policy).await {
             Ok(Outcome::Decided(verdict)) => return Step::Decided(verdict),
             Ok(Outcome::NotFinal { status }) => {
                 return Step::RetryLater {
@@ -438,17 +483,19 @@ async fn verify_patiently(ctx: &Context, event: &PurchaseEvent) -> Step {
             }
             Err(error) => error,
         };
-        let hold = matches!(error, BootpayError::CredentialsRefused { .. })
-            || (error.is_transient() && ctx.intake.is_paused());
-        if !hold {
+        let refused = matches!(error, BootpayError::CredentialsRefused { .. });
+        let outage = error.is_transient() && ctx.intake.is_paused() && holds < MAX_HOLDS;
+        if !refused && !outage {
             return Step::RetryLater {
                 why: "bootpay_error",
                 detail: crate::error_chain(&error),
             };
         }
+        holds += 1;
         tracing::warn!(
             message = "Holding the purchase until Bootpay answers again.",
             error = %crate::error_chain(&error),
+            holds,
         );
         tokio::select! {
             biased;
@@ -458,7 +505,11 @@ async fn verify_patiently(ctx: &Context, event: &PurchaseEvent) -> Step {
     }
 }
 
-async fn dead_letter(ctx: &Context, message: &Received, error: &crate::decode::DecodeError) {
+async fn dead_letter(
+    ctx: &Context,
+    message: &Received,
+    error: &crate::decode::DecodeError,
+) -> Finish {
     tracing::warn!(
         message = "Invalid purchase event; sending it to the dead-letter queue.",
         error = %error,
@@ -467,21 +518,49 @@ async fn dead_letter(ctx: &Context, message: &Received, error: &crate::decode::D
     match retry_sqs(|| ctx.publisher.dead_letter(message, error)).await {
         Ok(()) => {
             crate::metrics::dead_lettered(error.code());
-            acknowledge(ctx, message).await;
+            Finish::Delete
         }
-        Err(e) => tracing::error!(
-            message = "Failed to dead-letter an invalid purchase; it stays queued.",
-            error = %crate::error_chain(&e),
-        ),
+        Err(e) => {
+            // Left on the queue, SQS's own redrive moves it to the same DLQ in the end.
+            tracing::error!(
+                message = "Failed to dead-letter an invalid purchase; it stays queued.",
+                error = %crate::error_chain(&e),
+            );
+            Finish::Leave
+        }
     }
 }
 
-async fn acknowledge(ctx: &Context, message: &Received) {
-    if let Err(e) = retry_sqs(|| ctx.acker.delete(&message.receipt_handle)).await {
-        tracing::warn!(
-            message = "Failed to delete a handled purchase; it will be decided again.",
-            error = %crate::error_chain(&e),
-        );
+async fn complete(ctx: &Context, message: &Received, finish: Finish) {
+    let result = match finish {
+        Finish::Delete => retry_sqs(|| ctx.acker.delete(&message.receipt_handle))
+            .await
+            .map_err(|e| {
+                (
+                    "Failed to delete a handled purchase; it will be decided again.",
+                    e,
+                )
+            }),
+        Finish::Requeue { delay, why } => {
+            crate::metrics::requeued(why);
+            crate::metrics::visibility_changed("requeue");
+            ctx.acker
+                .set_visibility(message, delay)
+                .await
+                .map_err(|e| ("Failed to delay the purchase.", e))
+        }
+        Finish::Release => {
+            crate::metrics::visibility_changed("release");
+            tracing::info!(message = "Releasing the purchase for another worker.");
+            ctx.acker
+                .set_visibility(message, Duration::ZERO)
+                .await
+                .map_err(|e| ("Failed to release the purchase.", e))
+        }
+        Finish::Leave => Ok(()),
+    };
+    if let Err((what, e)) = result {
+        tracing::warn!(message = what, error = %crate::error_chain(&e));
     }
 }
 

@@ -271,3 +271,28 @@ async fn a_slow_receipt_does_not_hold_up_the_rest_of_its_batch() {
     let last = stand.decisions(1, WAIT).await;
     assert_eq!(last[0].0["receipt_id"], "r-slow");
 }
+
+#[tokio::test]
+async fn test_payments_can_be_refused_in_production() {
+    let stand = Stand::start(json!([
+        receipt("r-sandbox", "o-1", json!(100), 1),
+        {"receipt_id": "r-live", "order_id": "o-2", "price": 100, "status": 1, "sandbox": false},
+        {"receipt_id": "r-partial", "order_id": "o-3", "price": 100, "status": 1,
+         "sandbox": false, "cancelled_price": 50},
+    ]))
+    .await;
+    stand
+        .send_json(&purchase("r-sandbox", "o-1", json!(100)))
+        .await;
+    stand
+        .send_json(&purchase("r-live", "o-2", json!(100)))
+        .await;
+    stand
+        .send_json(&purchase("r-partial", "o-3", json!(100)))
+        .await;
+    let _worker = stand.worker(&[("BOOTPAY_REJECT_SANDBOX", "true")]).await;
+    let by_id = by_receipt(&stand.decisions(3, WAIT).await);
+    assert_eq!(by_id["r-sandbox"]["reason"], "not_paid");
+    assert_eq!(by_id["r-live"]["reason"], "verified");
+    assert_eq!(by_id["r-partial"]["reason"], "cancelled");
+}

@@ -441,3 +441,54 @@ async fn secrets_never_reach_the_logs() {
             .unwrap_or_else(|e| panic!("not a JSON log line ({e}): {line}"));
     }
 }
+
+#[tokio::test]
+async fn a_result_queue_that_refuses_decisions_pauses_intake_and_loses_nothing() {
+    let stand = Stand::with(
+        json!([
+            receipt("r-1", "o-1", json!(1), 2),
+            receipt("r-2", "o-2", json!(1), 1)
+        ]),
+        QueueOptions {
+            max_receive_count: 1,
+            visibility_timeout_secs: 3,
+            ..QueueOptions::default()
+        },
+        &[],
+    )
+    .await;
+    let worker = stand.worker(&[]).await;
+    worker.wait_for_log(&["Worker started."], WAIT).await;
+    stand
+        .sqs
+        .delete_queue()
+        .queue_url(&stand.result_url)
+        .send()
+        .await
+        .unwrap();
+    stand.send_json(&purchase("r-1", "o-1", json!(1))).await;
+    worker
+        .wait_for_log(&["Intake paused", "result_queue_unavailable"], WAIT)
+        .await;
+    stand.send_json(&purchase("r-2", "o-2", json!(1))).await;
+    // Outlast the visibility timeout: the decided purchase is held, not redelivered.
+    eventually("a few publish attempts", WAIT, || async {
+        (worker
+            .logs()
+            .iter()
+            .filter(|l| l.contains("Failed to publish a decision"))
+            .count()
+            >= 3)
+            .then_some(())
+    })
+    .await;
+    let recreated = create_queue(&stand.sqs, "decisions", Default::default()).await;
+    assert_eq!(recreated, stand.result_url);
+    let by_id = by_receipt(&stand.decisions(2, WAIT).await);
+    assert_eq!(by_id["r-1"]["decision"], "fulfill");
+    assert_eq!(by_id["r-2"]["decision"], "fulfill");
+    // Confirmed once, though its decision had to wait for the queue.
+    assert_eq!(stand.fake.receipt_stats("r-1").await.1, 1);
+    assert_eq!(stand.depth(&stand.dlq_url).await, 0);
+    worker.wait_for_log(&["Intake resumed"], WAIT).await;
+}
