@@ -298,6 +298,10 @@ async fn dlq_peek_and_export_filter_without_deleting() {
     .await;
 
     let file = std::env::temp_dir().join(format!("rv-{}-export.jsonl", std::process::id()));
+    let second = file.with_extension("2.jsonl");
+    for f in [&file, &second] {
+        let _ = std::fs::remove_file(f);
+    }
     let (code, out) = cli(
         &stand,
         &[
@@ -328,13 +332,25 @@ async fn dlq_peek_and_export_filter_without_deleting() {
     })
     .await;
 
+    // An earlier export is never overwritten, and --delete needs a file.
+    let (code, out) = cli(
+        &stand,
+        &["dlq", "export", "--out", file.to_str().unwrap()],
+        &[],
+    )
+    .await;
+    assert_eq!(code, Some(2));
+    assert!(out.join("\n").contains("exists"), "{out:?}");
+    let (code, _) = cli(&stand, &["dlq", "export", "--out", "-", "--delete"], &[]).await;
+    assert_eq!(code, Some(2));
+
     let (code, _) = cli(
         &stand,
         &[
             "dlq",
             "export",
             "--out",
-            file.to_str().unwrap(),
+            second.to_str().unwrap(),
             "--delete",
             "--where",
             "error_code=invalid_json",
@@ -347,7 +363,11 @@ async fn dlq_peek_and_export_filter_without_deleting() {
         (stand.depth(&stand.dlq_url).await == 2).then_some(())
     })
     .await;
-    assert!(std::fs::read_to_string(&file).unwrap().contains("garbage"));
+    assert!(
+        std::fs::read_to_string(&second)
+            .unwrap()
+            .contains("garbage")
+    );
 }
 
 #[tokio::test]

@@ -40,9 +40,9 @@ pub enum DlqCommand {
 
 #[derive(Debug, Clone, Args)]
 pub struct ReadArgs {
-    /// Most messages to handle.
-    #[arg(long, default_value = "100")]
-    pub max: usize,
+    /// Most messages to handle (default 100; for `redrive`, all).
+    #[arg(long)]
+    pub max: Option<usize>,
 
     /// Seconds each receive waits for messages (0–20).
     #[arg(long, default_value = "1", value_parser = clap::value_parser!(u64).range(0..=20))]
@@ -55,6 +55,12 @@ pub struct ReadArgs {
 
     #[command(flatten)]
     pub filter: Filter,
+}
+
+impl ReadArgs {
+    fn limit(&self) -> usize {
+        self.max.unwrap_or(100)
+    }
 }
 
 #[derive(Debug, Clone, Args)]
@@ -122,7 +128,7 @@ async fn read_matching(
         sqs,
         dlq,
         if args.filter.is_empty() {
-            args.max
+            args.limit()
         } else {
             usize::MAX
         },
@@ -132,8 +138,8 @@ async fn read_matching(
     .await?;
     let (mut matching, mut rest): (Vec<_>, Vec<_>) =
         scanned.into_iter().partition(|m| args.filter.matches(m));
-    if matching.len() > args.max {
-        rest.extend(matching.split_off(args.max));
+    if matching.len() > args.limit() {
+        rest.extend(matching.split_off(args.limit()));
     }
     Ok((matching, rest))
 }
@@ -199,6 +205,18 @@ async fn peek(sqs: &Client, dlq: &str, as_json: bool, args: &ReadArgs) -> Result
 }
 
 async fn export(sqs: &Client, dlq: &str, as_json: bool, args: &ExportArgs) -> Result<(), OpsError> {
+    let to_stdout = args.out.as_os_str() == "-";
+    if args.delete && to_stdout {
+        return Err(OpsError::Usage(
+            "--delete needs a file: messages written to a pipe cannot be known to be kept".into(),
+        ));
+    }
+    if !to_stdout && args.out.exists() {
+        return Err(OpsError::Usage(format!(
+            "{} exists; choose a new file so no earlier export is overwritten",
+            args.out.display()
+        )));
+    }
     let (matching, rest) = read_matching(sqs, dlq, &args.read).await?;
     let mut text = String::new();
     for m in &matching {
@@ -239,10 +257,20 @@ async fn export(sqs: &Client, dlq: &str, as_json: bool, args: &ExportArgs) -> Re
     Ok(())
 }
 
+/// Writes a new file and makes it durable (file and directory entry) before the caller
+/// deletes what it holds.
 fn write_durably(path: &std::path::Path, bytes: &[u8]) -> std::io::Result<()> {
-    let mut file = std::fs::File::create(path)?;
+    let mut file = std::fs::OpenOptions::new()
+        .write(true)
+        .create_new(true)
+        .open(path)?;
     file.write_all(bytes)?;
-    file.sync_all()
+    file.sync_all()?;
+    let dir = path
+        .parent()
+        .filter(|d| !d.as_os_str().is_empty())
+        .unwrap_or(std::path::Path::new("."));
+    std::fs::File::open(dir)?.sync_all()
 }
 
 async fn redrive(
@@ -255,7 +283,9 @@ async fn redrive(
         Some(url) => url.clone(),
         None => queues.purchase()?.to_owned(),
     };
-    let whole_queue = args.read.filter.is_empty() && !args.client_side;
+    // SQS's own move task takes everything, so it only serves an unfiltered, unlimited
+    // redrive. It keeps the worker's error attributes on the messages.
+    let whole_queue = args.read.filter.is_empty() && args.read.max.is_none() && !args.client_side;
     if whole_queue && move_task(sqs, dlq, &destination, args.rate).await? {
         return Ok(());
     }
@@ -264,9 +294,10 @@ async fn redrive(
         .map(|r| Duration::from_secs_f64(1.0 / f64::from(r)));
     let started = Instant::now();
     let mut moved = 0usize;
-    while moved < args.read.max {
+    let limit = args.read.max.unwrap_or(usize::MAX);
+    while moved < limit {
         let mut read = args.read.clone();
-        read.max = (args.read.max - moved).min(MAX_BATCH);
+        read.max = Some((limit - moved).min(MAX_BATCH));
         let (matching, rest) = read_matching(sqs, dlq, &read).await?;
         release(sqs, dlq, &rest.iter().collect::<Vec<_>>()).await?;
         if matching.is_empty() {

@@ -34,11 +34,15 @@ pub struct ResultsArgs {
 
 pub async fn run(sqs: &Client, queues: &OpsQueues, args: &ResultsArgs) -> Result<(), OpsError> {
     let queue = queues.result()?;
+    eprintln!(
+        "note: reading decisions raises their receive count; they are handed back unless --delete"
+    );
+    let filtered = args.decision.is_some() || args.reason.is_some();
     // Hold long enough for one scan; released (or deleted) right after.
     let messages = scan(
         sqs,
         queue,
-        usize::MAX,
+        if filtered { usize::MAX } else { args.max },
         Duration::from_secs(args.wait),
         Duration::from_secs(30),
     )
