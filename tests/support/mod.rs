@@ -432,6 +432,18 @@ impl Stand {
         taken
     }
 
+    /// Receives (and deletes) everything on `queue_url`, until a receive comes back empty.
+    pub async fn drain(&self, queue_url: &str) -> Vec<Message> {
+        let mut all = Vec::new();
+        loop {
+            let depth = self.depth(queue_url).await as usize;
+            if depth == 0 {
+                return all;
+            }
+            all.extend(self.take(queue_url, depth, Duration::from_secs(60)).await);
+        }
+    }
+
     /// `n` decisions, as JSON bodies keyed by receipt id (later duplicates overwrite).
     pub async fn decisions(&self, n: usize, timeout: Duration) -> Vec<(Value, Message)> {
         self.take(&self.result_url, n, timeout)
