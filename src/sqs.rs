@@ -150,41 +150,25 @@ trait BatchResponse {
     fn successful_ids(&self) -> Vec<String>;
 }
 
-impl BatchResponse for SendMessageBatchOutput {
-    fn failed(&self) -> &[BatchResultErrorEntry] {
-        self.failed()
-    }
-    fn successful_ids(&self) -> Vec<String> {
-        self.successful()
-            .iter()
-            .map(|s| s.id().to_owned())
-            .collect()
-    }
+/// The three batch outputs have the same shape under different types.
+macro_rules! batch_response {
+    ($($output:ty),+) => {$(
+        impl BatchResponse for $output {
+            fn failed(&self) -> &[BatchResultErrorEntry] {
+                self.failed()
+            }
+            fn successful_ids(&self) -> Vec<String> {
+                self.successful().iter().map(|s| s.id().to_owned()).collect()
+            }
+        }
+    )+};
 }
 
-impl BatchResponse for DeleteMessageBatchOutput {
-    fn failed(&self) -> &[BatchResultErrorEntry] {
-        self.failed()
-    }
-    fn successful_ids(&self) -> Vec<String> {
-        self.successful()
-            .iter()
-            .map(|s| s.id().to_owned())
-            .collect()
-    }
-}
-
-impl BatchResponse for ChangeMessageVisibilityBatchOutput {
-    fn failed(&self) -> &[BatchResultErrorEntry] {
-        self.failed()
-    }
-    fn successful_ids(&self) -> Vec<String> {
-        self.successful()
-            .iter()
-            .map(|s| s.id().to_owned())
-            .collect()
-    }
-}
+batch_response!(
+    SendMessageBatchOutput,
+    DeleteMessageBatchOutput,
+    ChangeMessageVisibilityBatchOutput
+);
 
 /// One result per entry: a successful call can still fail some of its entries.
 fn outcome<R: BatchResponse, E: std::error::Error + 'static>(

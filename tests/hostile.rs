@@ -53,15 +53,7 @@ async fn malformed_receipts_are_never_fulfilled_and_end_in_the_dlq() {
         ])
         .await;
     let dead = stand.take(&stand.dlq_url, hostile.len(), WAIT).await;
-    let mut dead_ids: Vec<String> = dead
-        .iter()
-        .map(|m| {
-            serde_json::from_str::<Value>(m.body().unwrap()).unwrap()["receipt_id"]
-                .as_str()
-                .unwrap()
-                .to_owned()
-        })
-        .collect();
+    let mut dead_ids: Vec<String> = dead.iter().map(receipt_id_of).collect();
     dead_ids.sort();
     let mut expected: Vec<String> = hostile.iter().map(|s| s.to_string()).collect();
     expected.sort();

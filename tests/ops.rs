@@ -46,15 +46,7 @@ async fn enqueue_validates_everything_before_sending_anything() {
     assert_eq!(code, Some(0), "{out:?}");
     assert!(out.iter().any(|l| l.contains("sent 23 of 23")), "{out:?}");
     let sent = stand.take(&stand.purchase_url, 23, WAIT).await;
-    let ids: HashSet<String> = sent
-        .iter()
-        .map(|m| {
-            serde_json::from_str::<Value>(m.body().unwrap()).unwrap()["receipt_id"]
-                .as_str()
-                .unwrap()
-                .to_owned()
-        })
-        .collect();
+    let ids: HashSet<String> = sent.iter().map(receipt_id_of).collect();
     assert_eq!(ids.len(), 23);
 
     let bad = write_temp(

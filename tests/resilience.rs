@@ -165,13 +165,7 @@ async fn refused_credentials_pause_intake_without_rejecting_anything() {
             receipt("r-1", "o-1", json!(5), 1),
             receipt("r-2", "o-2", json!(5), 1)
         ]),
-        // One receive only: a purchase handed back to the queue even once would be
-        // dead-lettered on its next receive.
-        QueueOptions {
-            max_receive_count: 1,
-            visibility_timeout_secs: 3,
-            ..QueueOptions::default()
-        },
+        QueueOptions::one_receive(),
         &[],
     )
     .await;
@@ -216,18 +210,7 @@ async fn a_bootpay_outage_holds_purchases_until_it_ends() {
     let receipts: Vec<Value> = (0..6)
         .map(|i| receipt(&format!("r-{i}"), &format!("o-{i}"), json!(1), 1))
         .collect();
-    let stand = Stand::with(
-        Value::Array(receipts),
-        // One receive only: a purchase handed back to the queue even once would be
-        // dead-lettered on its next receive.
-        QueueOptions {
-            max_receive_count: 1,
-            visibility_timeout_secs: 3,
-            ..QueueOptions::default()
-        },
-        &[],
-    )
-    .await;
+    let stand = Stand::with(Value::Array(receipts), QueueOptions::one_receive(), &[]).await;
     let worker = stand
         .worker(&[
             ("BOOTPAY_RETRY_BUDGET_SECS", "1"),
@@ -449,11 +432,7 @@ async fn a_result_queue_that_refuses_decisions_pauses_intake_and_loses_nothing()
             receipt("r-1", "o-1", json!(1), 2),
             receipt("r-2", "o-2", json!(1), 1)
         ]),
-        QueueOptions {
-            max_receive_count: 1,
-            visibility_timeout_secs: 3,
-            ..QueueOptions::default()
-        },
+        QueueOptions::one_receive(),
         &[],
     )
     .await;

@@ -275,6 +275,29 @@ impl Default for QueueOptions {
     }
 }
 
+impl QueueOptions {
+    /// One receive only, and a short visibility timeout: a purchase handed back to the
+    /// queue even once is dead-lettered on its next receive, so a test can prove that
+    /// something was held rather than requeued.
+    pub fn one_receive() -> Self {
+        Self {
+            max_receive_count: 1,
+            visibility_timeout_secs: 3,
+            ..Self::default()
+        }
+    }
+}
+
+/// The `receipt_id` in a message's JSON body.
+pub fn receipt_id_of(message: &Message) -> String {
+    let body: Value =
+        serde_json::from_str(message.body().unwrap_or_default()).expect("a JSON body");
+    body["receipt_id"]
+        .as_str()
+        .expect("a receipt_id")
+        .to_owned()
+}
+
 /// A local stand: moto with a purchase queue (and its DLQ) and a result queue, plus
 /// `bootpay-fake` serving `receipts`.
 pub struct Stand {
