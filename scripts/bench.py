@@ -197,20 +197,17 @@ class Processes:
         return proc
 
     def close(self):
+        # Newest first, one at a time: the worker stops while SQS and Bootpay still answer.
         for proc in reversed(self.procs):
             if proc.returncode is None and proc.poll() is None:
                 try:
                     proc.send_signal(signal.SIGTERM)
+                    proc.wait(timeout=10)
                 except ProcessLookupError:
                     pass
-        for proc in reversed(self.procs):
-            if proc.returncode is not None:
-                continue
-            try:
-                proc.wait(timeout=10)
-            except subprocess.TimeoutExpired:
-                proc.kill()
-                proc.wait()
+                except subprocess.TimeoutExpired:
+                    proc.kill()
+                    proc.wait()
             if proc.stdout:
                 proc.stdout.close()
         self.procs.clear()
@@ -978,6 +975,7 @@ def main(argv):
         raise KeyboardInterrupt(f"signal {signum}")
 
     signal.signal(signal.SIGTERM, terminate)
+    signal.signal(signal.SIGINT, signal.default_int_handler)
     become_subreaper()
     info = machine()
     runs = []
@@ -1019,7 +1017,7 @@ def main(argv):
             indent=2,
         )
         print()
-    else:
+    elif runs:
         out = sys.stdout
         print(file=out)
         print(conditions(args, info, version), file=out)

@@ -162,6 +162,10 @@ impl Intake {
                 _ = stop.cancelled() => return,
                 reason = self.paused() => reason,
                 () = tokio::time::sleep(renew_in) => {
+                    // A token stored meanwhile (the start-up one) may not be due yet.
+                    if bootpay.renewal_due_in().is_some_and(|d| !d.is_zero()) {
+                        continue;
+                    }
                     if let Err(e) = bootpay.renew_token().await {
                         tracing::warn!(
                             message = "Could not renew the Bootpay token ahead of time.",
