@@ -67,7 +67,7 @@ pub async fn resolve(
         .filter(|p| !p.trim().is_empty())
         .ok_or_else(|| SetupError::NoDeadLetterQueue(purchase_url.to_owned()))?;
     let (dlq_arn, max_receive_count) = parse_redrive_policy(policy)?;
-    let dead_letter_url = dead_letter_url(sqs, &dlq_arn)
+    let dead_letter_url = queue_url_of_arn(sqs, &dlq_arn)
         .await
         .map_err(|e| unusable("dead-letter", &dlq_arn, e.as_ref()))?;
     sqs.get_queue_attributes()
@@ -104,7 +104,7 @@ pub fn parse_redrive_policy(policy: &str) -> Result<(String, Option<u32>), Setup
 
 /// `arn:aws:sqs:<region>:<account>:<name>` → the queue's URL, through `GetQueueUrl` so
 /// that endpoints (real AWS, an emulator) answer with their own URL form.
-async fn dead_letter_url(
+pub async fn queue_url_of_arn(
     sqs: &Client,
     arn: &str,
 ) -> Result<String, Box<dyn std::error::Error + Send + Sync>> {

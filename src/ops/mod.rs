@@ -136,20 +136,9 @@ impl OpsQueues {
 }
 
 pub async fn queue_url_of_arn(sqs: &Client, arn: &str) -> Result<String, OpsError> {
-    let parts: Vec<&str> = arn.split(':').collect();
-    let [_, _, "sqs", _, account, name] = parts.as_slice() else {
-        return Err(OpsError::Usage(format!("{arn} is not an SQS queue ARN")));
-    };
-    let out = sqs
-        .get_queue_url()
-        .queue_name(*name)
-        .queue_owner_aws_account_id(*account)
-        .send()
+    crate::queues::queue_url_of_arn(sqs, arn)
         .await
-        .map_err(|e| OpsError::aws("GetQueueUrl", arn, &e))?;
-    out.queue_url()
-        .map(str::to_owned)
-        .ok_or_else(|| OpsError::NoSuchQueue(arn.to_owned()))
+        .map_err(|e| OpsError::aws("GetQueueUrl", arn, e.as_ref()))
 }
 
 pub async fn queue_arn(sqs: &Client, url: &str) -> Result<String, OpsError> {
