@@ -10,9 +10,15 @@ use support::*;
 
 const WAIT: Duration = Duration::from_secs(60);
 
-fn free_addr() -> String {
-    let l = std::net::TcpListener::bind("127.0.0.1:0").unwrap();
-    l.local_addr().unwrap().to_string()
+/// The worker is started with `METRICS_ADDR=127.0.0.1:0`, so no other process can take
+/// its port first; this reads the address it got from its start-up log line.
+async fn metrics_base(worker: &Worker) -> String {
+    let line = worker
+        .wait_for_log(&["Serving /metrics", "127.0.0.1:"], WAIT)
+        .await;
+    let (_, rest) = line.split_once("127.0.0.1:").unwrap();
+    let port: String = rest.chars().take_while(char::is_ascii_digit).collect();
+    format!("http://127.0.0.1:{port}")
 }
 
 /// Sums the samples of `name` whose labels include every `(key, value)` in `labels`.
@@ -74,12 +80,11 @@ async fn counters_match_what_happened() {
         .send_json(&purchase("r-nowhere", "o-nowhere", json!(10)))
         .await;
     stand.send("{broken").await;
-    let addr = free_addr();
-    let worker = stand.worker(&[("METRICS_ADDR", &addr)]).await;
+    let worker = stand.worker(&[("METRICS_ADDR", "127.0.0.1:0")]).await;
+    let base = metrics_base(&worker).await;
     stand.decisions(8, WAIT).await;
     stand.take(&stand.dlq_url, 1, WAIT).await;
 
-    let base = format!("http://{addr}");
     let text = eventually("every decision counted", WAIT, || async {
         let (_, text) = get(&format!("{base}/metrics")).await;
         (sample(&text, "receipt_verifier_dead_letters_total", &[]) == 1.0
@@ -203,11 +208,14 @@ async fn readiness_follows_bootpay_accepting_the_credentials() {
         receipt("r-2", "o-2", json!(1), 1)
     ]))
     .await;
-    let addr = free_addr();
     let mut worker = stand
-        .worker(&[("METRICS_ADDR", &addr), ("PAUSE_PROBE_MAX_SECS", "1")])
+        .worker(&[
+            ("METRICS_ADDR", "127.0.0.1:0"),
+            ("PAUSE_PROBE_MAX_SECS", "1"),
+        ])
         .await;
-    let readyz = format!("http://{addr}/readyz");
+    let base = metrics_base(&worker).await;
+    let readyz = format!("{base}/readyz");
     eventually("ready", WAIT, || async {
         (get(&readyz).await.0 == 200).then_some(())
     })
@@ -222,7 +230,7 @@ async fn readiness_follows_bootpay_accepting_the_credentials() {
     })
     .await;
     assert!(body.contains("credentials_refused"), "{body}");
-    let (_, metrics) = get(&format!("http://{addr}/metrics")).await;
+    let (_, metrics) = get(&format!("{base}/metrics")).await;
     assert_eq!(
         sample(
             &metrics,
@@ -238,7 +246,7 @@ async fn readiness_follows_bootpay_accepting_the_credentials() {
     })
     .await;
     stand.decisions(1, WAIT).await;
-    let (_, metrics) = get(&format!("http://{addr}/metrics")).await;
+    let (_, metrics) = get(&format!("{base}/metrics")).await;
     assert_eq!(
         sample(
             &metrics,

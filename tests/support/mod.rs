@@ -39,13 +39,6 @@ where
     }
 }
 
-fn free_port() -> u16 {
-    std::net::TcpListener::bind("127.0.0.1:0")
-        .and_then(|l| l.local_addr())
-        .map(|a| a.port())
-        .expect("a free local port")
-}
-
 fn moto_server_path() -> PathBuf {
     if let Ok(path) = std::env::var("MOTO_SERVER") {
         return PathBuf::from(path);
@@ -57,53 +50,76 @@ fn moto_server_path() -> PathBuf {
     PathBuf::from("moto_server")
 }
 
-/// moto's SQS server, on a free port, killed on drop.
+/// moto's SQS server, killed on drop.
 pub struct Moto {
-    _child: Child,
+    child: std::process::Child,
     pub endpoint: String,
 }
 
 impl Moto {
+    /// Lets moto bind port 0 and reads the port it got from its start-up line, so no
+    /// other process can take the port between choosing it and binding it.
     pub async fn start() -> Self {
         let path = moto_server_path();
-        for _ in 0..5 {
-            let port = free_port();
-            let mut child = Command::new(&path)
-                .args(["-H", "127.0.0.1", "-p", &port.to_string()])
-                .stdout(Stdio::null())
-                .stderr(Stdio::null())
-                .kill_on_drop(true)
-                .spawn()
-                .unwrap_or_else(|e| {
-                    panic!(
-                        "cannot start moto's server ({}): {e}. Run the tests with \
-                         scripts/test.sh, which installs moto[server] into .venv",
-                        path.display()
-                    )
-                });
-            let endpoint = format!("http://127.0.0.1:{port}");
-            let deadline = Instant::now() + Duration::from_secs(60);
-            while Instant::now() < deadline {
-                if let Ok(Some(_)) = child.try_wait() {
-                    break; // lost the port race; try another
+        let mut child = std::process::Command::new(&path)
+            .args(["-H", "127.0.0.1", "-p", "0"])
+            .stdout(Stdio::null())
+            .stderr(Stdio::piped())
+            .spawn()
+            .unwrap_or_else(|e| {
+                panic!(
+                    "cannot start moto's server ({}): {e}. Run the tests with \
+                     scripts/test.sh, which installs moto[server] into .venv",
+                    path.display()
+                )
+            });
+        let stderr = child.stderr.take().unwrap();
+        let (port_tx, port_rx) = tokio::sync::oneshot::channel();
+        // A thread, not a task: moto logs every request to stderr and must never block
+        // on a full pipe, even while the test's runtime is busy elsewhere.
+        std::thread::spawn(move || {
+            use std::io::BufRead;
+            let mut port_tx = Some(port_tx);
+            let mut seen = Vec::new();
+            for line in std::io::BufReader::new(stderr).lines() {
+                let Ok(line) = line else { break };
+                if let Some(tx) = port_tx.take() {
+                    match line.split_once("Running on http://127.0.0.1:") {
+                        Some((_, port)) => {
+                            let _ = tx.send(Ok(port.trim().to_owned()));
+                        }
+                        None => {
+                            seen.push(line);
+                            port_tx = Some(tx);
+                        }
+                    }
                 }
-                if tokio::net::TcpStream::connect(("127.0.0.1", port))
-                    .await
-                    .is_ok()
-                {
-                    return Self {
-                        _child: child,
-                        endpoint,
-                    };
-                }
-                tokio::time::sleep(Duration::from_millis(50)).await;
             }
+            if let Some(tx) = port_tx {
+                let _ = tx.send(Err(seen.join("\n")));
+            }
+        });
+        let port = match tokio::time::timeout(Duration::from_secs(60), port_rx).await {
+            Ok(Ok(Ok(port))) => port,
+            Ok(Ok(Err(output))) => panic!("moto's server exited at start-up:\n{output}"),
+            Ok(Err(_)) => panic!("moto's server exited at start-up"),
+            Err(_) => panic!("moto's server did not start within 60 s"),
+        };
+        Self {
+            child,
+            endpoint: format!("http://127.0.0.1:{port}"),
         }
-        panic!("moto's server did not start");
     }
 
     pub fn client(&self) -> Client {
         sqs_client(&self.endpoint)
+    }
+}
+
+impl Drop for Moto {
+    fn drop(&mut self) {
+        let _ = self.child.kill();
+        let _ = self.child.wait();
     }
 }
 
@@ -128,8 +144,11 @@ pub struct Fake {
 
 impl Fake {
     pub async fn start(receipts: Value, extra_args: &[&str]) -> Self {
-        let dir =
-            std::env::temp_dir().join(format!("rv-fake-{}-{}", std::process::id(), free_port()));
+        let dir = {
+            static STARTED: std::sync::atomic::AtomicUsize = std::sync::atomic::AtomicUsize::new(0);
+            let n = STARTED.fetch_add(1, std::sync::atomic::Ordering::Relaxed);
+            std::env::temp_dir().join(format!("rv-fake-{}-{n}", std::process::id()))
+        };
         std::fs::create_dir_all(&dir).unwrap();
         let fixture = dir.join("receipts.json");
         std::fs::write(&fixture, json!({ "receipts": receipts }).to_string()).unwrap();
