@@ -20,12 +20,10 @@ cleanup() {
 }
 trap cleanup EXIT
 
-free_port() { "$VENV/bin/python" -c 'import socket; s=socket.socket(); s.bind(("127.0.0.1",0)); print(s.getsockname()[1])'; }
-
-MOTO_PORT="$(free_port)"
-"$MOTO_SERVER" -H 127.0.0.1 -p "$MOTO_PORT" >"$WORK/moto.log" 2>&1 &
+# Port 0: moto binds a free port itself and names it in its log, so nothing can take the
+# port between choosing and binding it.
+"$MOTO_SERVER" -H 127.0.0.1 -p 0 >"$WORK/moto.log" 2>&1 &
 PIDS+=($!)
-export AWS_ENDPOINT_URL="http://127.0.0.1:$MOTO_PORT" AWS_REGION=us-east-1
 export AWS_ACCESS_KEY_ID=demo AWS_SECRET_ACCESS_KEY=demo AWS_EC2_METADATA_DISABLED=true
 export BOOTPAY_APPLICATION_ID=demo-application-id BOOTPAY_PRIVATE_KEY=demo-private-key
 
@@ -36,10 +34,17 @@ for _ in $(seq 300); do
     sleep 0.1
 done
 export BOOTPAY_API_URL="$(sed -n 's/^BOOTPAY_API_URL=//p' "$WORK/fake.out")"
-for _ in $(seq 300); do
-    (exec 3<>"/dev/tcp/127.0.0.1/$MOTO_PORT") 2>/dev/null && break
+for _ in $(seq 600); do
+    grep -q 'Running on http://127.0.0.1:' "$WORK/moto.log" 2>/dev/null && break
     sleep 0.1
 done
+MOTO_PORT="$(sed -n 's|.*Running on http://127.0.0.1:\([0-9]*\).*|\1|p' "$WORK/moto.log" | head -n1)"
+if [ -z "$MOTO_PORT" ] || [ -z "$BOOTPAY_API_URL" ]; then
+    echo "moto or bootpay-fake did not start; their logs:" >&2
+    cat "$WORK/moto.log" "$WORK/fake.log" >&2
+    exit 1
+fi
+export AWS_ENDPOINT_URL="http://127.0.0.1:$MOTO_PORT" AWS_REGION=us-east-1
 
 echo "==> creating queues on moto ($AWS_ENDPOINT_URL): purchases (DLQ after 3 receives), decisions" >&2
 eval "$("$VENV/bin/python" - <<'PY'
