@@ -23,7 +23,9 @@ pub struct PurchaseEvent {
 /// A non-negative amount of money as it appeared on the wire.
 ///
 /// The original JSON number is kept so the decision echoes `3000` as `3000`, while
-/// comparisons use its value, so `3000` and `3000.0` are the same amount.
+/// comparisons use its value, so `3000` and `3000.0` are the same amount. Whole amounts
+/// compare exactly, even past 2^53 where neighbouring integers share an `f64`; amounts
+/// with a fraction compare as `f64` (about 15 significant digits).
 #[derive(Debug, Clone)]
 pub struct Amount(Number);
 
@@ -42,11 +44,25 @@ impl Amount {
     pub fn as_number(&self) -> &Number {
         &self.0
     }
+
+    /// The amount as an exact whole number, when it is one.
+    fn whole(&self) -> Option<u64> {
+        if let Some(n) = self.0.as_u64() {
+            return Some(n);
+        }
+        let value = self.value();
+        // 2^64: the first value past u64::MAX; below it a whole f64 converts exactly.
+        (value.fract() == 0.0 && value < 18_446_744_073_709_551_616.0).then_some(value as u64)
+    }
 }
 
 impl PartialEq for Amount {
     fn eq(&self, other: &Self) -> bool {
-        self.value() == other.value()
+        match (self.whole(), other.whole()) {
+            (Some(a), Some(b)) => a == b,
+            (None, None) => self.value() == other.value(),
+            _ => false,
+        }
     }
 }
 
@@ -187,6 +203,27 @@ mod tests {
         assert_eq!(a.price, b.price);
         assert_ne!(a.price, c.price);
         assert_eq!(b.price.as_number().to_string(), "3000.0");
+    }
+
+    #[test]
+    fn whole_amounts_compare_exactly_past_what_an_f64_can_tell_apart() {
+        let price = |p: &str| {
+            parse(&format!(
+                r#"{{"receipt_id":"r","order_id":"o","price":{p}}}"#
+            ))
+            .unwrap()
+            .price
+        };
+        // 2^53 + 1 and 2^53 are the same f64.
+        assert_ne!(price("9007199254740993"), price("9007199254740992"));
+        assert_ne!(price("9007199254740993"), price("9007199254740992.0"));
+        assert_eq!(price("9007199254740992"), price("9007199254740992.0"));
+        assert_eq!(price("18446744073709551615"), price("18446744073709551615"));
+        assert_eq!(price("0"), price("-0"));
+        assert_eq!(price("0"), price("-0.0"));
+        assert_eq!(price("12.5"), price("12.50"));
+        assert_ne!(price("12.5"), price("12"));
+        assert_eq!(price("1e300"), price("1E300"));
     }
 
     #[test]

@@ -55,6 +55,9 @@ enum Command {
 
 fn main() -> ExitCode {
     let cli = Cli::parse();
+    if !matches!(cli.command, Command::Run(_)) {
+        end_quietly_on_a_closed_pipe();
+    }
     let runtime = match tokio::runtime::Runtime::new() {
         Ok(rt) => rt,
         Err(e) => {
@@ -84,6 +87,18 @@ fn main() -> ExitCode {
             eprintln!("error: {e:#}");
             ExitCode::from(2)
         }
+    }
+}
+
+/// Operator commands are piped into other tools (`dlq peek --json | head`). Like those
+/// tools, they end quietly when the reader goes away, rather than panicking on a failed
+/// print (Rust ignores SIGPIPE by default). Nothing is lost by it: the commands that
+/// delete (`results --delete`, `dlq export --delete`, `dlq redrive`) first write or send
+/// on what they delete. Not for `run`: a worker must outlive whatever reads its logs.
+fn end_quietly_on_a_closed_pipe() {
+    // SAFETY: sets a signal's disposition back to its default, before any thread starts.
+    unsafe {
+        libc::signal(libc::SIGPIPE, libc::SIG_DFL);
     }
 }
 

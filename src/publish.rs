@@ -50,6 +50,23 @@ pub struct Publisher {
     pub dead_letters_fifo: bool,
 }
 
+impl PublishError {
+    /// SQS refused the message itself, so sending it again cannot succeed.
+    pub fn is_refusal(&self) -> bool {
+        let (Self::Decision(e) | Self::DeadLetter(e)) = self;
+        crate::sqs::refuses_the_message(e)
+    }
+}
+
+/// What a dead letter carries besides the purchase's own body and attributes.
+pub struct DeadLetter<'a> {
+    /// Bounded, for message attributes and metric labels.
+    pub code: &'static str,
+    pub error: String,
+    /// Set when a decision was reached but could not be published.
+    pub verdict: Option<&'a Verdict>,
+}
+
 impl Publisher {
     /// # Errors
     /// When SQS did not accept the decision; the purchase must then stay on its queue.
@@ -83,11 +100,11 @@ impl Publisher {
         }
         let outgoing = Outgoing {
             // Serialising plain strings, numbers and an already-parsed `Value` cannot fail.
-            body: serde_json::to_string(&body).unwrap_or_default(),
+            body: sqs_safe(serde_json::to_string(&body).unwrap_or_default()),
             attributes,
             fifo: self
                 .results_fifo
-                .then(|| (event.receipt_id.clone(), message.message_id.clone())),
+                .then(|| (group_of(&event.receipt_id), message.message_id.clone())),
         };
         self.results
             .submit(outgoing)
@@ -103,27 +120,35 @@ impl Publisher {
     pub async fn dead_letter(
         &self,
         message: &Received,
-        error: &DecodeError,
+        letter: &DeadLetter<'_>,
     ) -> Result<(), PublishError> {
         let mut attributes: HashMap<String, MessageAttributeValue> = message
             .attributes
             .iter()
             .map(|(k, v)| (k.clone(), v.clone()))
             .collect();
-        attributes.insert("error_code".into(), string_attribute(error.code()));
+        attributes.insert("error_code".into(), string_attribute(letter.code));
         attributes.insert(
             "error".into(),
-            string_attribute(truncate(&error.to_string(), 1024)),
+            string_attribute(truncate(&letter.error, 1024)),
         );
         attributes.insert(
             "source_message_id".into(),
             string_attribute(message.message_id.clone()),
         );
+        if let Some(verdict) = letter.verdict {
+            let reason = verdict.reason;
+            attributes.insert(
+                "decision".into(),
+                string_attribute(reason.decision().as_str()),
+            );
+            attributes.insert("reason".into(), string_attribute(reason.as_str()));
+        }
         // SQS allows ten attributes; ours are the ones an operator needs.
         while attributes.len() > 10 {
             let Some(extra) = attributes
                 .keys()
-                .find(|k| !matches!(k.as_str(), "error_code" | "error" | "source_message_id"))
+                .find(|k| !DEAD_LETTER_ATTRIBUTES.contains(&k.as_str()))
                 .cloned()
             else {
                 break;
@@ -144,6 +169,81 @@ impl Publisher {
     }
 }
 
+/// The attributes the worker puts on a dead letter (a redrive takes them off again).
+pub const DEAD_LETTER_ATTRIBUTES: &[&str] = &[
+    "error_code",
+    "error",
+    "source_message_id",
+    "decision",
+    "reason",
+];
+
+impl<'a> From<&'a DecodeError> for DeadLetter<'a> {
+    fn from(error: &'a DecodeError) -> Self {
+        Self {
+            code: error.code(),
+            error: error.to_string(),
+            verdict: None,
+        }
+    }
+}
+
+/// SQS refuses U+FFFE and U+FFFF in a body, and serde_json writes them as they are. In
+/// JSON they can only stand inside strings, where their `\u` escapes mean the same.
+fn sqs_safe(json: String) -> String {
+    if json.contains(['\u{FFFE}', '\u{FFFF}']) {
+        json.replace('\u{FFFE}', "\\ufffe")
+            .replace('\u{FFFF}', "\\uffff")
+    } else {
+        json
+    }
+}
+
+/// The FIFO message group of a receipt's decisions: the receipt id itself when SQS
+/// accepts it as a group id (1–128 printable ASCII characters), else a digest of it, so
+/// that an unusual id cannot make a decision unpublishable.
+fn group_of(receipt_id: &str) -> String {
+    let printable = |c: char| c.is_ascii_graphic();
+    if (1..=128).contains(&receipt_id.len()) && receipt_id.chars().all(printable) {
+        return receipt_id.to_owned();
+    }
+    use sha2::Digest;
+    let digest = sha2::Sha256::digest(receipt_id.as_bytes());
+    let hex: String = digest.iter().map(|b| format!("{b:02x}")).collect();
+    format!("receipt-sha256-{hex}")
+}
+
 fn truncate(text: &str, max_chars: usize) -> String {
     text.chars().take(max_chars).collect()
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn bodies_escape_the_characters_sqs_refuses_and_mean_the_same() {
+        let value = serde_json::json!({"note": "a\u{FFFF}b\u{FFFE}c 영수증 \u{1F600}"});
+        let body = sqs_safe(serde_json::to_string(&value).unwrap());
+        assert!(!body.contains(['\u{FFFE}', '\u{FFFF}']), "{body}");
+        assert!(body.contains("영수증"), "other text stays as it is: {body}");
+        assert_eq!(serde_json::from_str::<Value>(&body).unwrap(), value);
+    }
+
+    #[test]
+    fn fifo_groups_are_receipt_ids_when_sqs_accepts_them_and_digests_otherwise() {
+        assert_eq!(
+            group_of("6500c8a1d01c7e0021b4c2f1"),
+            "6500c8a1d01c7e0021b4c2f1"
+        );
+        assert_eq!(group_of("r-1/2:3"), "r-1/2:3");
+        for odd in ["영수증-1", "with space", &"x".repeat(129), "tab\there"] {
+            let group = group_of(odd);
+            assert!(group.starts_with("receipt-sha256-"), "{odd} -> {group}");
+            assert_eq!(group.len(), "receipt-sha256-".len() + 64);
+            assert!(group.chars().all(|c| c.is_ascii_graphic()));
+            assert_eq!(group, group_of(odd), "the same receipt, the same group");
+        }
+        assert_ne!(group_of("with space"), group_of("with  space"));
+    }
 }

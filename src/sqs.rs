@@ -4,6 +4,7 @@
 use std::collections::HashMap;
 
 use aws_sdk_sqs::Client;
+use aws_sdk_sqs::error::{ProvideErrorMetadata, SdkError};
 use aws_sdk_sqs::operation::change_message_visibility_batch::ChangeMessageVisibilityBatchOutput;
 use aws_sdk_sqs::operation::delete_message_batch::DeleteMessageBatchOutput;
 use aws_sdk_sqs::operation::send_message_batch::SendMessageBatchOutput;
@@ -69,6 +70,37 @@ impl Flush for SendFlush {
 
     async fn flush(&self, entries: Vec<Outgoing>) -> Vec<Result<(), EntryError>> {
         let count = entries.len();
+        if count == 1 {
+            return self.send(entries).await.unwrap_or_else(|e| vec![Err(e)]);
+        }
+        match self.send(entries.clone()).await {
+            Ok(results) => results,
+            // One bad message can fail the whole call (an oversized body does on moto and,
+            // past the batch limit, on AWS). Sent alone, only that one fails, and the
+            // others are not held back with it.
+            Err(e) if refuses_the_message(&e) => {
+                let mut results = Vec::with_capacity(count);
+                for entry in entries {
+                    results.extend(
+                        self.send(vec![entry])
+                            .await
+                            .unwrap_or_else(|e| vec![Err(e)]),
+                    );
+                }
+                results
+            }
+            Err(e) => vec![Err(e); count],
+        }
+    }
+}
+
+impl SendFlush {
+    /// One call; `Err` when the call as a whole failed.
+    async fn send(
+        &self,
+        entries: Vec<Outgoing>,
+    ) -> Result<Vec<Result<(), EntryError>>, EntryError> {
+        let count = entries.len();
         let built = entries.into_iter().enumerate().map(|(i, m)| {
             let (group, dedup) = m.fifo.unzip();
             SendMessageBatchRequestEntry::builder()
@@ -79,10 +111,9 @@ impl Flush for SendFlush {
                 .set_message_deduplication_id(dedup)
                 .build()
         });
-        let entries = match built.collect() {
-            Ok(entries) => entries,
-            Err(e) => return all_failed(count, "InvalidEntry", &e),
-        };
+        let entries = built
+            .collect::<Result<_, _>>()
+            .map_err(|e| EntryError::new("InvalidEntry", crate::error_chain(&e)))?;
         let call = self.sqs.send_message_batch().queue_url(&self.queue_url);
         outcome(
             "SendMessageBatch",
@@ -90,6 +121,22 @@ impl Flush for SendFlush {
             call.set_entries(Some(entries)).send().await,
         )
     }
+}
+
+/// Whether SQS refused a message for what it contains (its size, characters or
+/// parameters), so that sending it again cannot succeed; other failures (throttling,
+/// permissions, a missing queue, the network) may pass.
+pub fn refuses_the_message(error: &EntryError) -> bool {
+    // Codes come bare, or prefixed (`AWS.SimpleQueueService.…`, `…#…`) by the protocol.
+    let code = error.code.rsplit(['.', '#']).next().unwrap_or_default();
+    matches!(
+        code,
+        "InvalidParameterValue"
+            | "InvalidMessageContents"
+            | "BatchRequestTooLong"
+            | "InvalidAttributeName"
+            | "InvalidAttributeValue"
+    )
 }
 
 impl Flush for DeleteFlush {
@@ -108,11 +155,8 @@ impl Flush for DeleteFlush {
             Err(e) => return all_failed(count, "InvalidEntry", &e),
         };
         let call = self.sqs.delete_message_batch().queue_url(&self.queue_url);
-        outcome(
-            "DeleteMessageBatch",
-            count,
-            call.set_entries(Some(entries)).send().await,
-        )
+        let result = call.set_entries(Some(entries)).send().await;
+        outcome("DeleteMessageBatch", count, result).unwrap_or_else(|e| vec![Err(e); count])
     }
 }
 
@@ -136,11 +180,9 @@ impl Flush for VisibilityFlush {
             .sqs
             .change_message_visibility_batch()
             .queue_url(&self.queue_url);
-        outcome(
-            "ChangeMessageVisibilityBatch",
-            count,
-            call.set_entries(Some(entries)).send().await,
-        )
+        let result = call.set_entries(Some(entries)).send().await;
+        outcome("ChangeMessageVisibilityBatch", count, result)
+            .unwrap_or_else(|e| vec![Err(e); count])
     }
 }
 
@@ -170,23 +212,35 @@ batch_response!(
     ChangeMessageVisibilityBatchOutput
 );
 
-/// One result per entry: a successful call can still fail some of its entries.
-fn outcome<R: BatchResponse, E: std::error::Error + 'static>(
+/// One result per entry, since a successful call can still fail some of its entries;
+/// `Err` with the service's error code when the call as a whole failed.
+fn outcome<R: BatchResponse, E, H>(
     operation: &'static str,
     count: usize,
-    result: Result<R, E>,
-) -> Vec<Result<(), EntryError>> {
+    result: Result<R, SdkError<E, H>>,
+) -> Result<Vec<Result<(), EntryError>>, EntryError>
+where
+    E: ProvideErrorMetadata + std::error::Error + 'static,
+    H: std::fmt::Debug + 'static,
+{
     crate::metrics::sqs_request(operation, result.is_ok());
     match result {
         Ok(out) => {
             crate::metrics::sqs_entry_failures(operation, out.failed().len());
-            results_by_index(
+            Ok(results_by_index(
                 count,
                 out.failed().iter().map(failure),
                 out.successful_ids(),
-            )
+            ))
         }
-        Err(e) => all_failed(count, "RequestFailed", &e),
+        Err(e) => {
+            let code = e
+                .as_service_error()
+                .and_then(ProvideErrorMetadata::code)
+                .unwrap_or("RequestFailed")
+                .to_owned();
+            Err(EntryError::new(code, crate::error_chain(&e)))
+        }
     }
 }
 
@@ -206,4 +260,29 @@ fn all_failed(
     (0..count)
         .map(|_| Err(EntryError::new(code, message.clone())))
         .collect()
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn refusals_of_the_message_are_told_from_passing_failures() {
+        let refused = |code: &str| refuses_the_message(&EntryError::new(code, ""));
+        assert!(refused("InvalidParameterValue"));
+        assert!(refused("InvalidMessageContents"));
+        assert!(refused("AWS.SimpleQueueService.BatchRequestTooLong"));
+        assert!(refused("com.amazonaws.sqs#InvalidMessageContents"));
+        for passing in [
+            "RequestFailed",
+            "RequestThrottled",
+            "AWS.SimpleQueueService.NonExistentQueue",
+            "KmsThrottled",
+            "AccessDenied",
+            "InternalError",
+            "",
+        ] {
+            assert!(!refused(passing), "{passing}");
+        }
+    }
 }

@@ -29,7 +29,7 @@ use crate::decode::PurchaseEvent;
 use crate::health::Readiness;
 use crate::intake::Intake;
 use crate::intake::PauseReason;
-use crate::publish::Publisher;
+use crate::publish::{DeadLetter, PublishError, Publisher};
 use crate::queues::Queues;
 use crate::receive::{Received, receive};
 use crate::sqs::{DeleteFlush, SendFlush, VisibilityFlush};
@@ -413,9 +413,11 @@ async fn process(ctx: &Context, message: &Received) -> Finish {
     }
 }
 
-/// Publishes the decision. While the result queue refuses it, intake pauses and the
-/// purchase is kept (its verification, and any confirm, is not repeated) until the
-/// queue accepts it or the worker stops.
+/// Publishes the decision. While the result queue is unavailable, intake pauses and the
+/// purchase is kept (its verification, and any confirm, is not repeated) until the queue
+/// accepts it or the worker stops. A decision SQS refuses for its content (too large for
+/// the result queue, say) would be refused forever: the purchase goes to the DLQ instead,
+/// with the decision it got, so one odd purchase cannot stall the worker.
 async fn publish(
     ctx: &Context,
     message: &Received,
@@ -429,8 +431,10 @@ async fn publish(
         .without_max_times()
         .build();
     loop {
-        match retry_sqs(|| ctx.publisher.decision(message, event, verdict)).await {
+        let attempt = || ctx.publisher.decision(message, event, verdict);
+        match retry_sqs(attempt, |e: &PublishError| !e.is_refusal()).await {
             Ok(()) => break,
+            Err(e) if e.is_refusal() => return refused(ctx, message, verdict, &e).await,
             Err(e) => {
                 tracing::error!(
                     message = "Failed to publish a decision; holding the purchase and pausing intake.",
@@ -515,15 +519,41 @@ async fn dead_letter(
         error = %error,
         error_code = error.code(),
     );
-    match retry_sqs(|| ctx.publisher.dead_letter(message, error)).await {
+    send_to_dlq(ctx, message, error.into()).await
+}
+
+/// The decision was reached but SQS will not take it.
+async fn refused(
+    ctx: &Context,
+    message: &Received,
+    verdict: &Verdict,
+    error: &PublishError,
+) -> Finish {
+    let error = crate::error_chain(error);
+    tracing::error!(
+        message = "The result queue refuses this decision; sending the purchase to the dead-letter queue.",
+        decision = verdict.reason.decision().as_str(),
+        reason = verdict.reason.as_str(),
+        error = %error,
+    );
+    let letter = DeadLetter {
+        code: "decision_refused",
+        error,
+        verdict: Some(verdict),
+    };
+    send_to_dlq(ctx, message, letter).await
+}
+
+async fn send_to_dlq(ctx: &Context, message: &Received, letter: DeadLetter<'_>) -> Finish {
+    match retry_sqs(|| ctx.publisher.dead_letter(message, &letter), |_| true).await {
         Ok(()) => {
-            crate::metrics::dead_lettered(error.code());
+            crate::metrics::dead_lettered(letter.code);
             Finish::Delete
         }
         Err(e) => {
             // Left on the queue, SQS's own redrive moves it to the same DLQ in the end.
             tracing::error!(
-                message = "Failed to dead-letter an invalid purchase; it stays queued.",
+                message = "Failed to dead-letter a purchase; it stays queued.",
                 error = %crate::error_chain(&e),
             );
             Finish::Leave
@@ -533,7 +563,7 @@ async fn dead_letter(
 
 async fn complete(ctx: &Context, message: &Received, finish: Finish) {
     let result = match finish {
-        Finish::Delete => retry_sqs(|| ctx.acker.delete(&message.receipt_handle))
+        Finish::Delete => retry_sqs(|| ctx.acker.delete(&message.receipt_handle), |_| true)
             .await
             .map_err(|e| {
                 (
@@ -564,8 +594,9 @@ async fn complete(ctx: &Context, message: &Received, finish: Finish) {
     }
 }
 
-/// A few quick retries for SQS calls whose failure would otherwise cost a redelivery.
-async fn retry_sqs<T, E, F, Fut>(call: F) -> Result<T, E>
+/// A few quick retries, of failures that `worth_retrying` admits, for SQS calls whose
+/// failure would otherwise cost a redelivery.
+async fn retry_sqs<T, E, F, Fut>(call: F, worth_retrying: impl FnMut(&E) -> bool) -> Result<T, E>
 where
     F: FnMut() -> Fut,
     Fut: Future<Output = Result<T, E>>,
@@ -578,6 +609,7 @@ where
             .with_jitter()
             .with_max_times(3),
     )
+    .when(worth_retrying)
     .notify(|e, delay| {
         tracing::warn!(message = "SQS call failed; retrying.", error = %e, retry_in_ms = delay.as_millis() as u64);
     })

@@ -1,5 +1,6 @@
 //! Hostile Bootpay answers — wrong types, missing fields, a huge body, random faults and
-//! answers slower than the timeout — must never turn into a fulfilment.
+//! answers slower than the timeout — must never turn into a fulfilment; and a purchase
+//! whose decision the result queue refuses must not stall the worker.
 
 mod support;
 
@@ -123,4 +124,70 @@ async fn random_faults_and_slow_answers_still_give_the_right_decisions() {
     let lookups = stats["receipt_requests"].as_u64().unwrap();
     assert!(lookups > 24, "chaos made the worker retry: {stats}");
     assert_eq!(stand.depth(&stand.dlq_url).await, 0);
+}
+
+/// A decision the result queue refuses for its content (here, larger than the queue's
+/// maximum message size) would be refused forever. Its purchase goes to the DLQ with the
+/// decision it got; the purchases sent in the same batch call are decided as usual, and
+/// intake never pauses.
+#[tokio::test]
+async fn a_decision_the_result_queue_refuses_goes_to_the_dlq_without_stalling_the_rest() {
+    let stand = Stand::start(json!([
+        receipt("r-big", "o-big", json!(10), 1),
+        receipt("r-1", "o-1", json!(10), 1),
+        receipt("r-2", "o-2", json!(10), 1),
+        receipt("r-3", "o-3", json!(10), 1),
+    ]))
+    .await;
+    stand
+        .sqs
+        .set_queue_attributes()
+        .queue_url(&stand.result_url)
+        .attributes(
+            aws_sdk_sqs::types::QueueAttributeName::MaximumMessageSize,
+            "1024",
+        )
+        .send()
+        .await
+        .unwrap();
+    let mut big = purchase("r-big", "o-big", json!(10));
+    big["metadata"] = json!({ "note": "x".repeat(1500) });
+    let big = big.to_string();
+    let bodies: Vec<String> = std::iter::once(big.clone())
+        .chain(
+            (1..=3).map(|i| purchase(&format!("r-{i}"), &format!("o-{i}"), json!(10)).to_string()),
+        )
+        .collect();
+    stand.send_batch(&bodies).await;
+    // A long linger puts the four decisions into one SendMessageBatch call, which moto
+    // refuses as a whole for the one oversized entry.
+    let worker = stand.worker(&[("BATCH_LINGER_MS", "500")]).await;
+
+    let decisions = by_receipt(&stand.decisions(3, WAIT).await);
+    for i in 1..=3 {
+        let decision = &decisions[&format!("r-{i}")];
+        assert_eq!(decision["decision"], "fulfill", "{decision}");
+        assert_eq!(decision["reason"], "verified", "{decision}");
+    }
+    let letters = stand.take(&stand.dlq_url, 1, WAIT).await;
+    let letter = &letters[0];
+    assert_eq!(letter.body(), Some(big.as_str()), "the body, byte for byte");
+    assert_eq!(
+        attribute(letter, "error_code").as_deref(),
+        Some("decision_refused")
+    );
+    assert_eq!(attribute(letter, "decision").as_deref(), Some("fulfill"));
+    assert_eq!(attribute(letter, "reason").as_deref(), Some("verified"));
+    let error = attribute(letter, "error").unwrap_or_default();
+    assert!(error.contains("InvalidParameterValue"), "{error}");
+    eventually("the purchase queue empty", WAIT, || async {
+        (stand.depth(&stand.purchase_url).await == 0).then_some(())
+    })
+    .await;
+    assert!(
+        stand.drain(&stand.result_url).await.is_empty(),
+        "no decision for r-big"
+    );
+    let logs = worker.logs().join("\n");
+    assert!(!logs.contains("pausing intake"), "{logs}");
 }

@@ -167,6 +167,23 @@ async fn results_are_left_for_their_consumer_unless_deleted_and_can_be_filtered(
         (stand.depth(&stand.result_url).await == 2).then_some(())
     })
     .await;
+
+    // `results --delete | head -0`: the reader is gone before anything is written, so
+    // nothing may be deleted.
+    let mut command = std::process::Command::new(env!("CARGO_BIN_EXE_receipt-verifier"));
+    command
+        .args(["results", "--json", "--delete", "--wait", "1"])
+        .env_clear()
+        .envs(stand.worker_env())
+        .stdout(std::process::Stdio::piped())
+        .stderr(std::process::Stdio::null());
+    let mut child = command.spawn().unwrap();
+    drop(child.stdout.take());
+    let status = tokio::task::spawn_blocking(move || child.wait().unwrap())
+        .await
+        .unwrap();
+    assert!(!status.success(), "{status:?}");
+    assert_eq!(stand.depth(&stand.result_url).await, 2, "nothing deleted");
 }
 
 #[tokio::test]

@@ -21,9 +21,7 @@ use super::{
     system_attribute, timestamp,
 };
 use crate::batch::MAX_BATCH;
-
-/// Attributes the worker adds to a dead letter; dropped again when it is redriven.
-const WORKER_ATTRIBUTES: &[&str] = &["error", "error_code", "source_message_id"];
+use crate::publish::DEAD_LETTER_ATTRIBUTES;
 
 #[derive(Debug, Clone, Subcommand)]
 pub enum DlqCommand {
@@ -373,7 +371,7 @@ async fn send_to(sqs: &Client, destination: &str, message: &Message) -> Result<(
         .message_attributes()
         .map(|a| {
             a.iter()
-                .filter(|(k, _)| !WORKER_ATTRIBUTES.contains(&k.as_str()))
+                .filter(|(k, _)| !DEAD_LETTER_ATTRIBUTES.contains(&k.as_str()))
                 .map(|(k, v)| (k.clone(), v.clone()))
                 .collect()
         })

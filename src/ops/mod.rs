@@ -302,6 +302,11 @@ pub fn timestamp(message: &Message, name: MessageSystemAttributeName) -> Option<
 
 /// Prints rows as an aligned table with a header.
 pub fn print_table(headers: &[&str], rows: &[Vec<String>]) {
+    print!("{}", table(headers, rows));
+}
+
+/// Rows as an aligned table with a header, one line each.
+pub fn table(headers: &[&str], rows: &[Vec<String>]) -> String {
     let mut widths: Vec<usize> = headers.iter().map(|h| h.chars().count()).collect();
     for row in rows {
         for (w, cell) in widths.iter_mut().zip(row) {
@@ -314,12 +319,13 @@ pub fn print_table(headers: &[&str], rows: &[Vec<String>]) {
             .zip(&widths)
             .map(|(c, w)| format!("{c:<w$}"))
             .collect();
-        println!("{}", padded.join("  ").trim_end());
+        format!("{}\n", padded.join("  ").trim_end())
     };
-    line(headers.to_vec());
+    let mut text = line(headers.to_vec());
     for row in rows {
-        line(row.iter().map(String::as_str).collect());
+        text.push_str(&line(row.iter().map(String::as_str).collect()));
     }
+    text
 }
 
 /// Shortens `text` to `max` characters for a table cell.

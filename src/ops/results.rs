@@ -4,10 +4,11 @@
 use std::time::Duration;
 
 use aws_sdk_sqs::Client;
+use aws_sdk_sqs::types::Message;
 use clap::Args;
 use serde_json::{Value, json};
 
-use super::{OpsError, OpsQueues, clip, print_table, release, scan, string_attributes};
+use super::{OpsError, OpsQueues, clip, release, scan, string_attributes, table};
 
 #[derive(Debug, Clone, Args)]
 pub struct ResultsArgs {
@@ -72,52 +73,31 @@ pub async fn run(sqs: &Client, queues: &OpsQueues, args: &ResultsArgs) -> Result
             others.push(m);
         }
     }
+    // Written out before anything is deleted: a consumed decision must at least have
+    // been handed to the reader; if the reader has gone, nothing is deleted.
+    let written = {
+        use std::io::Write;
+        let mut stdout = std::io::stdout().lock();
+        stdout
+            .write_all(render(queues.json, &shown).as_bytes())
+            .and_then(|()| stdout.flush())
+    };
+    if let Err(e) = written {
+        let all: Vec<&Message> = messages.iter().collect();
+        release(sqs, queue, &all).await?;
+        return Err(OpsError::Io(std::io::Error::new(
+            e.kind(),
+            format!("cannot write the decisions ({e}); none deleted, all handed back"),
+        )));
+    }
     if args.delete {
-        let handles: Vec<&aws_sdk_sqs::types::Message> = shown.iter().map(|(m, _)| *m).collect();
+        let handles: Vec<&Message> = shown.iter().map(|(m, _)| *m).collect();
         super::dlq::delete(sqs, queue, &handles).await?;
     } else {
         others.extend(shown.iter().map(|(m, _)| *m));
     }
     release(sqs, queue, &others).await?;
-
-    if queues.json {
-        for (m, body) in &shown {
-            println!("{}", json!({"message_id": m.message_id(), "body": body}));
-        }
-    } else {
-        let rows: Vec<Vec<String>> = shown
-            .iter()
-            .map(|(_, b)| {
-                let s = |k: &str| match &b[k] {
-                    Value::Null => "-".to_owned(),
-                    Value::String(s) => s.clone(),
-                    other => other.to_string(),
-                };
-                vec![
-                    s("decision"),
-                    s("reason"),
-                    s("receipt_id"),
-                    s("order_id"),
-                    s("price"),
-                    s("paid_price"),
-                    s("payment_status"),
-                    clip(&s("verified_at"), 24),
-                ]
-            })
-            .collect();
-        print_table(
-            &[
-                "DECISION",
-                "REASON",
-                "RECEIPT",
-                "ORDER",
-                "PRICE",
-                "PAID",
-                "STATUS",
-                "VERIFIED AT",
-            ],
-            &rows,
-        );
+    if !queues.json {
         let verb = if args.delete {
             "consumed"
         } else {
@@ -126,4 +106,46 @@ pub async fn run(sqs: &Client, queues: &OpsQueues, args: &ResultsArgs) -> Result
         println!("{} decisions {verb}", shown.len());
     }
     Ok(())
+}
+
+fn render(json: bool, shown: &[(&Message, Value)]) -> String {
+    if json {
+        return shown
+            .iter()
+            .map(|(m, body)| format!("{}\n", json!({"message_id": m.message_id(), "body": body})))
+            .collect();
+    }
+    let rows: Vec<Vec<String>> = shown
+        .iter()
+        .map(|(_, b)| {
+            let s = |k: &str| match &b[k] {
+                Value::Null => "-".to_owned(),
+                Value::String(s) => s.clone(),
+                other => other.to_string(),
+            };
+            vec![
+                s("decision"),
+                s("reason"),
+                s("receipt_id"),
+                s("order_id"),
+                s("price"),
+                s("paid_price"),
+                s("payment_status"),
+                clip(&s("verified_at"), 24),
+            ]
+        })
+        .collect();
+    table(
+        &[
+            "DECISION",
+            "REASON",
+            "RECEIPT",
+            "ORDER",
+            "PRICE",
+            "PAID",
+            "STATUS",
+            "VERIFIED AT",
+        ],
+        &rows,
+    )
 }
