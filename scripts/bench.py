@@ -17,6 +17,7 @@ import platform
 import select
 import shutil
 import signal
+import statistics
 import socket
 import subprocess
 import sys
@@ -906,6 +907,30 @@ def print_table(runs, out):
     print(file=out)
 
 
+MEDIAN_FIGURES = [
+    ("decisions/s", "decisions_per_sec", ".0f"),
+    ("CPU ms/decision", "worker_cpu_ms_per_decision", ".3f"),
+    ("peak RSS MiB", "worker_peak_rss_mib", ".1f"),
+    ("SQS req/decision", "sqs_requests_per_decision", ".3f"),
+    ("Bootpay req/decision", "bootpay_requests_per_decision", ".4f"),
+]
+
+
+def print_medians(runs, out):
+    """Median and range per concurrency: one run's CPU figure moves with the machine."""
+    for concurrency in dict.fromkeys(r["concurrency"] for r in runs):
+        group = [r for r in runs if r["concurrency"] == concurrency]
+        ok = sum(r["check"]["ok"] for r in group)
+        print(f"concurrency {concurrency}, median of {len(group)} runs (min-max); "
+              f"check OK in {ok} of {len(group)}:", file=out)
+        for label, key, spec in MEDIAN_FIGURES:
+            values = sorted(r[key] for r in group if r[key] is not None)
+            if values:
+                print(f"  {label:20} {format(statistics.median(values), spec):>8}  "
+                      f"({format(values[0], spec)}-{format(values[-1], spec)})", file=out)
+        print(file=out)
+
+
 def conditions(args, info, version):
     linger = "worker default" if args.linger_ms is None else f"{args.linger_ms} ms"
     tampered_count = sum(1 for i in range(args.purchases) if tampered(i))
@@ -949,6 +974,9 @@ def parse_args(argv):
                    help="SQS emulator (default: awsim when installed, else moto; env BENCH_SQS)")
     p.add_argument("--linger-ms", type=int, default=None, metavar="MS",
                    help="BATCH_LINGER_MS for the worker (default: the worker's default)")
+    p.add_argument("--repeat", type=int, default=1, metavar="R",
+                   help="runs of each concurrency, each on a fresh stand; with R > 1 the "
+                   "median and range of each figure are printed too (default 1)")
     p.add_argument("--json", action="store_true", help="print one JSON object instead of text")
     p.add_argument("--enqueue-threads", type=int, default=8, help=argparse.SUPPRESS)
     p.add_argument("--bin-dir", type=Path, default=ROOT / "target" / "release",
@@ -956,6 +984,8 @@ def parse_args(argv):
     args = p.parse_args(argv)
     if args.purchases < 1:
         p.error("--purchases must be at least 1")
+    if args.repeat < 1:
+        p.error("--repeat must be at least 1")
     if args.latency_ms < 0:
         p.error("--latency-ms must not be negative")
     if args.sqs not in ("moto", "awsim"):
@@ -980,7 +1010,7 @@ def main(argv):
     info = machine()
     runs = []
     failed = None
-    for concurrency in args.concurrency:
+    for concurrency in (c for c in args.concurrency for _ in range(args.repeat)):
         work = Path(tempfile.mkdtemp(prefix=f"bench-c{concurrency}-"))
         try:
             run = run_one(args, concurrency, work)
@@ -1010,6 +1040,7 @@ def main(argv):
                 "purchases": args.purchases,
                 "latency_ms": args.latency_ms,
                 "batch_linger_ms": args.linger_ms,
+                "repeat": args.repeat,
                 "runs": runs,
                 "error": failed,
             },
@@ -1026,6 +1057,8 @@ def main(argv):
             print_run(r, out)
         if len(runs) > 1:
             print_table(runs, out)
+        if args.repeat > 1:
+            print_medians(runs, out)
     if failed:
         print(f"error: {failed}", file=sys.stderr)
         return 1
