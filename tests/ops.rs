@@ -28,6 +28,32 @@ fn json_lines(lines: &[String]) -> Vec<Value> {
         .collect()
 }
 
+/// Runs `receipt-verifier ARGS…` with its standard output a pipe whose reader is gone
+/// (`… | head -0`), and checks that it ends as Unix tools do there: quietly, by SIGPIPE.
+async fn into_a_closed_pipe(stand: &Stand, args: &[&str]) {
+    use std::os::unix::process::ExitStatusExt;
+    let mut child = std::process::Command::new(env!("CARGO_BIN_EXE_receipt-verifier"))
+        .args(args)
+        .env_clear()
+        .envs(stand.worker_env())
+        .stdout(std::process::Stdio::piped())
+        .stderr(std::process::Stdio::piped())
+        .spawn()
+        .unwrap();
+    drop(child.stdout.take());
+    let output = tokio::task::spawn_blocking(move || child.wait_with_output().unwrap())
+        .await
+        .unwrap();
+    let stderr = String::from_utf8_lossy(&output.stderr);
+    assert!(!stderr.contains("panicked"), "ends quietly: {stderr}");
+    assert_eq!(
+        output.status.signal(),
+        Some(13),
+        "{:?}: {stderr}",
+        output.status
+    );
+}
+
 fn write_temp(name: &str, text: &str) -> std::path::PathBuf {
     let path = std::env::temp_dir().join(format!("rv-{}-{name}", std::process::id()));
     std::fs::write(&path, text).unwrap();
@@ -170,19 +196,7 @@ async fn results_are_left_for_their_consumer_unless_deleted_and_can_be_filtered(
 
     // `results --delete | head -0`: the reader is gone before anything is written, so
     // nothing may be deleted.
-    let mut command = std::process::Command::new(env!("CARGO_BIN_EXE_receipt-verifier"));
-    command
-        .args(["results", "--json", "--delete", "--wait", "1"])
-        .env_clear()
-        .envs(stand.worker_env())
-        .stdout(std::process::Stdio::piped())
-        .stderr(std::process::Stdio::null());
-    let mut child = command.spawn().unwrap();
-    drop(child.stdout.take());
-    let status = tokio::task::spawn_blocking(move || child.wait().unwrap())
-        .await
-        .unwrap();
-    assert!(!status.success(), "{status:?}");
+    into_a_closed_pipe(&stand, &["results", "--json", "--delete", "--wait", "1"]).await;
     assert_eq!(stand.depth(&stand.result_url).await, 2, "nothing deleted");
 }
 
@@ -258,6 +272,7 @@ async fn dlq_peek_and_export_filter_without_deleting() {
     );
     let all = json_lines(&out);
     assert_eq!(all.len(), 3);
+    into_a_closed_pipe(&stand, &["dlq", "peek", "--json", "--hold", "1"]).await;
     assert!(
         all.iter()
             .all(|d| d["receive_count"].as_u64().unwrap() >= 1 && d["sent_at"].is_string())
