@@ -917,12 +917,13 @@ MEDIAN_FIGURES = [
 
 
 def print_medians(runs, out):
-    """Median and range per concurrency: one run's CPU figure moves with the machine."""
+    """Median and range per concurrency: one run's CPU figure moves with the machine.
+    Runs whose decisions were wrong are left out: their figures measure something else."""
     for concurrency in dict.fromkeys(r["concurrency"] for r in runs):
-        group = [r for r in runs if r["concurrency"] == concurrency]
-        ok = sum(r["check"]["ok"] for r in group)
-        print(f"concurrency {concurrency}, median of {len(group)} runs (min-max); "
-              f"check OK in {ok} of {len(group)}:", file=out)
+        every = [r for r in runs if r["concurrency"] == concurrency]
+        group = [r for r in every if r["check"]["ok"]]
+        print(f"concurrency {concurrency}, median (min-max) of the {len(group)} runs of "
+              f"{len(every)} whose check was OK:", file=out)
         for label, key, spec in MEDIAN_FIGURES:
             values = sorted(r[key] for r in group if r[key] is not None)
             if values:
@@ -1010,7 +1011,9 @@ def main(argv):
     info = machine()
     runs = []
     failed = None
-    for concurrency in (c for c in args.concurrency for _ in range(args.repeat)):
+    # Rounds over the list rather than runs back to back, so a drift in the machine's load
+    # spreads over every concurrency.
+    for concurrency in (c for _ in range(args.repeat) for c in args.concurrency):
         work = Path(tempfile.mkdtemp(prefix=f"bench-c{concurrency}-"))
         try:
             run = run_one(args, concurrency, work)

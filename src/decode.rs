@@ -23,9 +23,11 @@ pub struct PurchaseEvent {
 /// A non-negative amount of money as it appeared on the wire.
 ///
 /// The original JSON number is kept so the decision echoes `3000` as `3000`, while
-/// comparisons use its value, so `3000` and `3000.0` are the same amount. Whole amounts
-/// compare exactly, even past 2^53 where neighbouring integers share an `f64`; amounts
-/// with a fraction compare as `f64` (about 15 significant digits).
+/// comparisons use its value, so `3000` and `3000.0` are the same amount. Amounts written
+/// as integers compare exactly up to `u64::MAX`, even past 2^53 where neighbouring
+/// integers share an `f64`; the others (`3000.5`, `3e3`) are read as `f64` (about 15
+/// significant digits). Past 2^53 a whole amount written with a fraction (`…993.0`) can
+/// thus differ from the same integer: a false mismatch (a reject), never a false match.
 #[derive(Debug, Clone)]
 pub struct Amount(Number);
 
@@ -218,6 +220,8 @@ mod tests {
         assert_ne!(price("9007199254740993"), price("9007199254740992"));
         assert_ne!(price("9007199254740993"), price("9007199254740992.0"));
         assert_eq!(price("9007199254740992"), price("9007199254740992.0"));
+        // Read as an f64, `…993.0` is `…992`: a false mismatch, never a false match.
+        assert_ne!(price("9007199254740993"), price("9007199254740993.0"));
         assert_eq!(price("18446744073709551615"), price("18446744073709551615"));
         assert_eq!(price("0"), price("-0"));
         assert_eq!(price("0"), price("-0.0"));

@@ -160,7 +160,7 @@ impl Publisher {
             attributes,
             fifo: self
                 .dead_letters_fifo
-                .then(|| ("invalid-events".to_owned(), message.message_id.clone())),
+                .then(|| (letter.code.to_owned(), message.message_id.clone())),
         };
         self.dead_letters
             .submit(outgoing)

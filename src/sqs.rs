@@ -79,6 +79,11 @@ impl Flush for SendFlush {
             // past the batch limit, on AWS). Sent alone, only that one fails, and the
             // others are not held back with it.
             Err(e) if refuses_the_message(&e) => {
+                tracing::warn!(
+                    message = "SQS refused a whole batch for what one message holds; sending each alone.",
+                    error = %e,
+                    entries = count,
+                );
                 let mut results = Vec::with_capacity(count);
                 for entry in entries {
                     results.extend(

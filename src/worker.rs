@@ -434,7 +434,11 @@ async fn publish(
         let attempt = || ctx.publisher.decision(message, event, verdict);
         match retry_sqs(attempt, |e: &PublishError| !e.is_refusal()).await {
             Ok(()) => break,
-            Err(e) if e.is_refusal() => return refused(ctx, message, verdict, &e).await,
+            Err(e) if e.is_refusal() => {
+                // SQS answered, so the result queue is there; only this message is not.
+                ctx.intake.resume_from(PauseReason::ResultQueueUnavailable);
+                return refused(ctx, message, verdict, &e).await;
+            }
             Err(e) => {
                 tracing::error!(
                     message = "Failed to publish a decision; holding the purchase and pausing intake.",
@@ -545,7 +549,11 @@ async fn refused(
 }
 
 async fn send_to_dlq(ctx: &Context, message: &Received, letter: DeadLetter<'_>) -> Finish {
-    match retry_sqs(|| ctx.publisher.dead_letter(message, &letter), |_| true).await {
+    let sent = retry_sqs(
+        || ctx.publisher.dead_letter(message, &letter),
+        |e: &PublishError| !e.is_refusal(),
+    );
+    match sent.await {
         Ok(()) => {
             crate::metrics::dead_lettered(letter.code);
             Finish::Delete

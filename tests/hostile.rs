@@ -189,5 +189,9 @@ async fn a_decision_the_result_queue_refuses_goes_to_the_dlq_without_stalling_th
         "no decision for r-big"
     );
     let logs = worker.logs().join("\n");
+    assert!(
+        logs.contains("sending each alone"),
+        "one batch call, split: {logs}"
+    );
     assert!(!logs.contains("pausing intake"), "{logs}");
 }

@@ -99,16 +99,19 @@ impl Moto {
                 let _ = tx.send(Err(seen.join("\n")));
             }
         });
+        // Built first, so that a panic below still kills the process.
+        let mut moto = Self {
+            child,
+            endpoint: String::new(),
+        };
         let port = match tokio::time::timeout(Duration::from_secs(60), port_rx).await {
             Ok(Ok(Ok(port))) => port,
             Ok(Ok(Err(output))) => panic!("moto's server exited at start-up:\n{output}"),
             Ok(Err(_)) => panic!("moto's server exited at start-up"),
             Err(_) => panic!("moto's server did not start within 60 s"),
         };
-        Self {
-            child,
-            endpoint: format!("http://127.0.0.1:{port}"),
-        }
+        moto.endpoint = format!("http://127.0.0.1:{port}");
+        moto
     }
 
     pub fn client(&self) -> Client {
