@@ -934,10 +934,13 @@ def print_medians(runs, out):
 
 def conditions(args, info, version):
     linger = "worker default" if args.linger_ms is None else f"{args.linger_ms} ms"
+    build = f"receipt-verifier {info['revision'] or '(no git revision)'}, release profile"
+    if args.bin_dir.resolve() != (ROOT / "target" / "release").resolve():
+        build = f"binaries from {args.bin_dir} (the checkout is at {info['revision']})"
     tampered_count = sum(1 for i in range(args.purchases) if tampered(i))
     return (
         f"machine: {info['nproc']} CPUs, {info['cpu']}, Linux {info['kernel']}\n"
-        f"build:   receipt-verifier {info['revision'] or '(no git revision)'}, release profile\n"
+        f"build:   {build}\n"
         f"stand:   {version} for SQS; bootpay-fake --latency-ms {args.latency_ms}; "
         f"{args.purchases} purchases enqueued before the worker starts "
         f"({tampered_count} with a tampered price); BATCH_LINGER_MS {linger}; "
@@ -980,8 +983,9 @@ def parse_args(argv):
                    "median and range of each figure are printed too (default 1)")
     p.add_argument("--json", action="store_true", help="print one JSON object instead of text")
     p.add_argument("--enqueue-threads", type=int, default=8, help=argparse.SUPPRESS)
-    p.add_argument("--bin-dir", type=Path, default=ROOT / "target" / "release",
-                   help=argparse.SUPPRESS)
+    p.add_argument("--bin-dir", type=Path, default=ROOT / "target" / "release", metavar="DIR",
+                   help="where receipt-verifier and bootpay-fake are (default target/release); "
+                   "to compare two builds")
     args = p.parse_args(argv)
     if args.purchases < 1:
         p.error("--purchases must be at least 1")
