@@ -144,15 +144,16 @@ impl Publisher {
             );
             attributes.insert("reason".into(), string_attribute(reason.as_str()));
         }
-        // SQS allows ten attributes; ours are the ones an operator needs.
+        // SQS allows ten attributes; ours are the ones an operator needs, then the trace
+        // context. The purchase's own go last-named first, so the same ones always stay.
+        let mut droppable: Vec<String> = attributes
+            .keys()
+            .filter(|k| !DEAD_LETTER_ATTRIBUTES.contains(&k.as_str()) && *k != TRACEPARENT)
+            .cloned()
+            .collect();
+        droppable.sort_unstable();
         while attributes.len() > 10 {
-            let Some(extra) = attributes
-                .keys()
-                .find(|k| !DEAD_LETTER_ATTRIBUTES.contains(&k.as_str()))
-                .cloned()
-            else {
-                break;
-            };
+            let Some(extra) = droppable.pop() else { break };
             attributes.remove(&extra);
         }
         let outgoing = Outgoing {
@@ -219,7 +220,70 @@ fn truncate(text: &str, max_chars: usize) -> String {
 
 #[cfg(test)]
 mod tests {
+    use std::sync::{Arc, Mutex};
+
     use super::*;
+    use crate::batch::Flush;
+
+    /// Keeps what would have been sent.
+    #[derive(Clone, Default)]
+    struct Sent(Arc<Mutex<Vec<Outgoing>>>);
+
+    impl Flush for Sent {
+        type Entry = Outgoing;
+        async fn flush(&self, entries: Vec<Outgoing>) -> Vec<Result<(), EntryError>> {
+            let n = entries.len();
+            self.0.lock().unwrap().extend(entries);
+            vec![Ok(()); n]
+        }
+    }
+
+    #[tokio::test]
+    async fn a_dead_letter_keeps_its_own_attributes_and_the_trace_within_ten() {
+        let sent = Sent::default();
+        let linger = std::time::Duration::ZERO;
+        let publisher = Publisher {
+            results: Batcher::spawn(sent.clone(), linger).0,
+            dead_letters: Batcher::spawn(sent.clone(), linger).0,
+            results_fifo: false,
+            dead_letters_fifo: false,
+        };
+        let mut attributes: HashMap<String, MessageAttributeValue> = (0..9)
+            .map(|i| (format!("producer-{i}"), string_attribute("x")))
+            .collect();
+        attributes.insert(TRACEPARENT.into(), string_attribute("00-abc-def-01"));
+        let message = Received {
+            message_id: "m-1".into(),
+            receipt_handle: "h-1".into(),
+            body: "{\"receipt_id\": \"r-1\"}".into(),
+            receive_count: 1,
+            sent_at: None,
+            received_at: std::time::Instant::now(),
+            attributes,
+        };
+        let verdict = Verdict {
+            reason: Reason::Verified,
+            paid_price: None,
+            payment_status: Some(1),
+        };
+        let letter = DeadLetter {
+            code: "decision_refused",
+            error: "InvalidParameterValue: too long".into(),
+            verdict: Some(&verdict),
+        };
+        publisher.dead_letter(&message, &letter).await.unwrap();
+
+        let sent = sent.0.lock().unwrap();
+        let names: Vec<&str> = sent[0].attributes.keys().map(String::as_str).collect();
+        assert_eq!(names.len(), 10, "{names:?}");
+        for kept in DEAD_LETTER_ATTRIBUTES.iter().chain([&TRACEPARENT]) {
+            assert!(names.contains(kept), "{kept} in {names:?}");
+        }
+        for kept in ["producer-0", "producer-1", "producer-2", "producer-3"] {
+            assert!(names.contains(&kept), "the first-named stay: {names:?}");
+        }
+        assert_eq!(sent[0].body, message.body, "byte for byte");
+    }
 
     #[test]
     fn bodies_escape_the_characters_sqs_refuses_and_mean_the_same() {
