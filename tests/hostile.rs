@@ -159,9 +159,9 @@ async fn a_decision_the_result_queue_refuses_goes_to_the_dlq_without_stalling_th
         )
         .collect();
     stand.send_batch(&bodies).await;
-    // A long linger puts the four decisions into one SendMessageBatch call, which moto
+    // The longest linger puts the four decisions into one SendMessageBatch call, which moto
     // refuses as a whole for the one oversized entry.
-    let worker = stand.worker(&[("BATCH_LINGER_MS", "500")]).await;
+    let worker = stand.worker(&[("BATCH_LINGER_MS", "1000")]).await;
 
     let decisions = by_receipt(&stand.decisions(3, WAIT).await);
     for i in 1..=3 {
