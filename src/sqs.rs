@@ -118,7 +118,7 @@ impl SendFlush {
         });
         let entries = built
             .collect::<Result<_, _>>()
-            .map_err(|e| EntryError::new("InvalidEntry", crate::error_chain(&e)))?;
+            .map_err(|e| invalid_entry(&e))?;
         let call = self.sqs.send_message_batch().queue_url(&self.queue_url);
         outcome(
             "SendMessageBatch",
@@ -157,7 +157,7 @@ impl Flush for DeleteFlush {
         });
         let entries = match built.collect() {
             Ok(entries) => entries,
-            Err(e) => return all_failed(count, "InvalidEntry", &e),
+            Err(e) => return vec![Err(invalid_entry(&e)); count],
         };
         let call = self.sqs.delete_message_batch().queue_url(&self.queue_url);
         let result = call.set_entries(Some(entries)).send().await;
@@ -179,7 +179,7 @@ impl Flush for VisibilityFlush {
         });
         let entries = match built.collect() {
             Ok(entries) => entries,
-            Err(e) => return all_failed(count, "InvalidEntry", &e),
+            Err(e) => return vec![Err(invalid_entry(&e)); count],
         };
         let call = self
             .sqs
@@ -256,15 +256,9 @@ fn failure(entry: &BatchResultErrorEntry) -> (String, EntryError) {
     )
 }
 
-fn all_failed(
-    count: usize,
-    code: &str,
-    error: &(dyn std::error::Error + 'static),
-) -> Vec<Result<(), EntryError>> {
-    let message = crate::error_chain(error);
-    (0..count)
-        .map(|_| Err(EntryError::new(code, message.clone())))
-        .collect()
+/// An entry the SDK would not build (a required field missing): a bug here, not in SQS.
+fn invalid_entry(error: &(dyn std::error::Error + 'static)) -> EntryError {
+    EntryError::new("InvalidEntry", crate::error_chain(error))
 }
 
 #[cfg(test)]
