@@ -4,20 +4,23 @@
 FROM rust:1.95-bookworm AS build
 WORKDIR /src
 
-# Dependencies first, against stub sources, so that this layer is reused until Cargo.toml or
-# Cargo.lock change. The manifest declares both binaries, so both stub paths must exist.
+# Dependencies first, against stub sources, so that this layer is reused until a manifest or
+# Cargo.lock changes. The manifests declare every binary and the core library, so each stub
+# path must exist.
 COPY Cargo.toml Cargo.lock ./
-RUN mkdir -p src/bin/bootpay-fake \
+COPY crates/core/Cargo.toml crates/core/
+RUN mkdir -p src/bin/bootpay-fake crates/core/src \
     && echo 'fn main() {}' > src/main.rs \
     && echo 'fn main() {}' > src/bin/bootpay-fake/main.rs \
-    && touch src/lib.rs \
+    && touch src/lib.rs crates/core/src/lib.rs \
     && cargo build --release --locked --bin receipt-verifier \
-    && rm -rf src
+    && rm -rf src crates/core/src
 
 # The real sources. Touch the crate roots so cargo rebuilds them over the stubs even when the
 # copied files are older than the stub build.
+COPY crates ./crates
 COPY src ./src
-RUN touch src/main.rs src/lib.rs \
+RUN touch src/main.rs src/lib.rs crates/core/src/lib.rs \
     && cargo build --release --locked --bin receipt-verifier \
     && cp target/release/receipt-verifier /receipt-verifier
 

@@ -10,13 +10,13 @@ ensure_moto
 echo "==> cargo fmt --check" >&2
 cargo fmt --all -- --check
 echo "==> cargo clippy --all-targets -- -D warnings" >&2
-cargo clippy --all-targets --quiet -- -D warnings
+cargo clippy --workspace --all-targets --quiet -- -D warnings
 echo "==> scripts/validate-infra.sh" >&2
 bash scripts/validate-infra.sh
 if cargo nextest --version >/dev/null 2>&1; then
     echo "==> cargo nextest run" >&2
-    cargo nextest run --no-fail-fast "$@"
+    cargo nextest run --workspace --no-fail-fast "$@"
 else
     echo "==> cargo test (cargo-nextest not installed)" >&2
-    cargo test --no-fail-fast "$@"
+    cargo test --workspace --no-fail-fast "$@"
 fi

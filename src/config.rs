@@ -13,6 +13,7 @@ use url::Url;
 use crate::bootpay::{BootpayConfig, RetryPolicy};
 use crate::telemetry::LogFormat;
 use crate::worker::WorkerConfig;
+use receipt_verifier_core::Policy;
 
 pub const DEFAULT_BOOTPAY_API_URL: &str = "https://api.bootpay.co.kr/v2";
 
@@ -134,10 +135,7 @@ pub enum ConfigError {
 impl RunArgs {
     /// # Errors
     /// When the private key cannot be read or is empty.
-    pub fn bootpay_config(
-        &self,
-        visibility_timeout: Duration,
-    ) -> Result<BootpayConfig, ConfigError> {
+    pub fn bootpay_config(&self) -> Result<BootpayConfig, ConfigError> {
         use secrecy::ExposeSecret;
         let private_key = match (&self.bootpay_private_key, &self.bootpay_private_key_file) {
             (Some(key), _) => key.clone(),
@@ -154,8 +152,6 @@ impl RunArgs {
         if private_key.expose_secret().trim().is_empty() {
             return Err(ConfigError::EmptyKey);
         }
-        let budget = Duration::from_secs(self.bootpay_retry_budget_secs)
-            .min(visibility_timeout.mul_f64(0.8));
         Ok(BootpayConfig {
             api_url: self.bootpay_api_url.clone(),
             application_id: self.bootpay_application_id.clone(),
@@ -164,13 +160,26 @@ impl RunArgs {
             retry: RetryPolicy {
                 min_delay: Duration::from_millis(200),
                 max_delay: Duration::from_secs(5),
-                budget,
             },
         })
     }
 
-    pub fn worker_config(&self) -> WorkerConfig {
+    /// The worker's tuning. The retry budget is held to 80% of the purchase queue's
+    /// visibility timeout, so a purchase is decided or handed back before it could
+    /// reappear; a larger setting is reported at start-up, not silently cut.
+    pub fn worker_config(&self, visibility_timeout: Duration) -> WorkerConfig {
+        let wanted = Duration::from_secs(self.bootpay_retry_budget_secs);
+        let ceiling = visibility_timeout.mul_f64(0.8);
+        if wanted > ceiling {
+            tracing::warn!(
+                message = "BOOTPAY_RETRY_BUDGET_SECS is above 80% of the purchase queue's visibility timeout; using that instead.",
+                wanted_secs = wanted.as_secs(),
+                used_secs = ceiling.as_secs_f64(),
+                visibility_timeout_secs = visibility_timeout.as_secs(),
+            );
+        }
         WorkerConfig {
+            retry_budget: wanted.min(ceiling),
             concurrency: self.concurrency.get(),
             receive_wait: Duration::from_secs(self.receive_wait_secs),
             requeue_base_delay: Duration::from_secs(self.requeue_base_delay_secs),
@@ -181,7 +190,7 @@ impl RunArgs {
             probe_min_delay: Duration::from_millis(500),
             probe_max_delay: Duration::from_secs(self.pause_probe_max_secs),
             metrics_addr: self.metrics_addr,
-            policy: crate::verify::Policy {
+            policy: Policy {
                 reject_sandbox: self.bootpay_reject_sandbox,
             },
         }

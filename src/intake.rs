@@ -9,7 +9,7 @@
 use std::sync::atomic::{AtomicU32, Ordering};
 use std::time::Duration;
 
-use backon::{BackoffBuilder, ExponentialBuilder};
+use backon::BackoffBuilder;
 use tokio::sync::watch;
 use tokio_util::sync::CancellationToken;
 
@@ -182,12 +182,7 @@ impl Intake {
                     () = self.changed_from(IntakeState::Paused(reason)) => continue,
                 }
             }
-            let mut delays = ExponentialBuilder::default()
-                .with_min_delay(min_delay)
-                .with_max_delay(max_delay)
-                .with_jitter()
-                .without_max_times()
-                .build();
+            let mut delays = crate::backoff::intake_probe(min_delay, max_delay).build();
             let mut reason = reason;
             while self.state() == IntakeState::Paused(reason) {
                 let delay = delays.next().unwrap_or(max_delay);

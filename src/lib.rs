@@ -1,15 +1,16 @@
 //! receipt-verifier: verifies Bootpay receipts for purchases queued on SQS and publishes
 //! a `fulfill` or `reject` decision for each.
 //!
-//! A purchase's path, one module per stage: [`receive`] → [`decode`] → [`verify`] (over
-//! [`bootpay`]) → [`publish`] → [`ack`]. [`worker`] runs the stages; [`intake`] pauses
-//! receiving while Bootpay cannot answer; [`batch`] and [`sqs`] group SQS calls by ten.
+//! A purchase's path, one module per stage: [`receive`] → decode and verify (the
+//! verification core, `receipt_verifier_core`, over [`bootpay`]) → [`publish`] → [`ack`].
+//! [`worker`] runs the stages; [`intake`] pauses receiving while Bootpay cannot answer;
+//! [`batch`] and [`sqs`] group SQS calls by ten; [`backoff`] names every retry schedule.
 
 pub mod ack;
+pub mod backoff;
 pub mod batch;
 pub mod bootpay;
 pub mod config;
-pub mod decode;
 pub mod health;
 pub mod intake;
 pub mod metrics;
@@ -19,11 +20,9 @@ pub mod queues;
 pub mod receive;
 pub mod sqs;
 pub mod telemetry;
-pub mod verify;
 pub mod worker;
 
-pub use decode::{DecodeError, PurchaseEvent};
-pub use verify::{Decision, Reason};
+pub use receipt_verifier_core::{Decision, DecodeError, PurchaseEvent, Reason};
 
 /// Formats an error with all its sources, `outer: inner: root`.
 ///

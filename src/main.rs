@@ -97,6 +97,7 @@ fn main() -> ExitCode {
 /// on what they delete. Not for `run`: a worker must outlive whatever reads its logs.
 fn end_quietly_on_a_closed_pipe() {
     // SAFETY: sets a signal's disposition back to its default, before any thread starts.
+    #[allow(unsafe_code)]
     unsafe {
         libc::signal(libc::SIGPIPE, libc::SIG_DFL);
     }
@@ -138,17 +139,9 @@ async fn run(args: RunArgs) -> anyhow::Result<()> {
     )
     .await
     .context("refusing to start")?;
-    let bootpay = args
-        .bootpay_config(queues.visibility_timeout)
-        .context("refusing to start")?;
-    worker::run(
-        sqs,
-        queues,
-        bootpay,
-        args.worker_config(),
-        shutdown_signal(),
-    )
-    .await
+    let bootpay = args.bootpay_config().context("refusing to start")?;
+    let config = args.worker_config(queues.visibility_timeout);
+    worker::run(sqs, queues, bootpay, config, shutdown_signal()).await
 }
 
 /// Completes on the first SIGTERM or SIGINT.

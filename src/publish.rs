@@ -4,36 +4,14 @@
 use std::collections::HashMap;
 
 use aws_sdk_sqs::types::MessageAttributeValue;
-use serde::Serialize;
-use serde_json::{Number, Value};
+use receipt_verifier_core::{DecisionMessage, DecodeError, PurchaseEvent, Verdict};
 
 use crate::batch::{Batcher, EntryError};
-use crate::decode::{DecodeError, PurchaseEvent};
 use crate::receive::Received;
 use crate::sqs::{Outgoing, string_attribute};
-use crate::verify::{Decision, Reason, Verdict};
 
 /// W3C trace context, carried from the purchase onto its decision.
 pub const TRACEPARENT: &str = "traceparent";
-
-/// The body of a decision message (the contract with result consumers).
-#[derive(Debug, Serialize)]
-pub struct DecisionMessage<'a> {
-    pub decision: Decision,
-    pub reason: Reason,
-    pub receipt_id: &'a str,
-    pub order_id: &'a str,
-    pub price: &'a Number,
-    #[serde(skip_serializing_if = "Option::is_none")]
-    pub paid_price: Option<&'a Number>,
-    #[serde(skip_serializing_if = "Option::is_none")]
-    pub payment_status: Option<i64>,
-    #[serde(skip_serializing_if = "Option::is_none")]
-    pub metadata: Option<&'a Value>,
-    #[serde(skip_serializing_if = "Option::is_none")]
-    pub event_id: Option<&'a str>,
-    pub verified_at: String,
-}
 
 #[derive(Debug, thiserror::Error)]
 pub enum PublishError {
@@ -76,18 +54,7 @@ impl Publisher {
         event: &PurchaseEvent,
         verdict: &Verdict,
     ) -> Result<(), PublishError> {
-        let body = DecisionMessage {
-            decision: verdict.reason.decision(),
-            reason: verdict.reason,
-            receipt_id: &event.receipt_id,
-            order_id: &event.order_id,
-            price: event.price.as_number(),
-            paid_price: verdict.paid_price.as_ref(),
-            payment_status: verdict.payment_status,
-            metadata: event.metadata.as_ref(),
-            event_id: event.event_id.as_deref(),
-            verified_at: humantime::format_rfc3339_millis(std::time::SystemTime::now()).to_string(),
-        };
+        let body = DecisionMessage::new(event, verdict, std::time::SystemTime::now());
         let mut attributes = HashMap::from([
             (
                 "decision".to_owned(),
@@ -99,8 +66,7 @@ impl Publisher {
             attributes.insert(TRACEPARENT.to_owned(), trace.clone());
         }
         let outgoing = Outgoing {
-            // Serialising plain strings, numbers and an already-parsed `Value` cannot fail.
-            body: sqs_safe(serde_json::to_string(&body).unwrap_or_default()),
+            body: sqs_safe(body.to_json()),
             attributes,
             fifo: self
                 .results_fifo
@@ -262,9 +228,9 @@ mod tests {
             attributes,
         };
         let verdict = Verdict {
-            reason: Reason::Verified,
+            reason: receipt_verifier_core::Reason::Verified,
             paid_price: None,
-            payment_status: Some(1),
+            payment_status: Some(receipt_verifier_core::PaymentStatus::Paid),
         };
         let letter = DeadLetter {
             code: "decision_refused",
@@ -291,7 +257,10 @@ mod tests {
         let body = sqs_safe(serde_json::to_string(&value).unwrap());
         assert!(!body.contains(['\u{FFFE}', '\u{FFFF}']), "{body}");
         assert!(body.contains("영수증"), "other text stays as it is: {body}");
-        assert_eq!(serde_json::from_str::<Value>(&body).unwrap(), value);
+        assert_eq!(
+            serde_json::from_str::<serde_json::Value>(&body).unwrap(),
+            value
+        );
     }
 
     #[test]

@@ -25,6 +25,10 @@ pub struct Outgoing {
     pub fifo: Option<(String, String)>,
 }
 
+#[allow(
+    clippy::expect_used,
+    reason = "data_type, the builder's one required field, is set"
+)]
 pub fn string_attribute(value: impl Into<String>) -> MessageAttributeValue {
     MessageAttributeValue::builder()
         .data_type("String")

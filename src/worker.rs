@@ -12,11 +12,12 @@
 
 use std::net::SocketAddr;
 use std::sync::Arc;
-use std::time::Duration;
+use std::time::{Duration, Instant};
 
 use anyhow::Context as _;
 use aws_sdk_sqs::Client;
-use backon::{BackoffBuilder, ExponentialBuilder, Retryable};
+use backon::{BackoffBuilder, Retryable};
+use receipt_verifier_core::{FailureKind, Outcome, Pipeline, Policy, PurchaseEvent, Verdict};
 use tokio::sync::{OwnedSemaphorePermit, Semaphore};
 use tokio_util::sync::CancellationToken;
 use tokio_util::task::TaskTracker;
@@ -24,8 +25,7 @@ use tracing::{Instrument, field};
 
 use crate::ack::{Acker, requeue_delay};
 use crate::batch::{Batcher, MAX_BATCH};
-use crate::bootpay::{BootpayClient, BootpayConfig, BootpayError};
-use crate::decode::PurchaseEvent;
+use crate::bootpay::{BootpayClient, BootpayConfig};
 use crate::health::Readiness;
 use crate::intake::Intake;
 use crate::intake::PauseReason;
@@ -33,7 +33,6 @@ use crate::publish::{DeadLetter, PublishError, Publisher};
 use crate::queues::Queues;
 use crate::receive::{Received, receive};
 use crate::sqs::{DeleteFlush, SendFlush, VisibilityFlush};
-use crate::verify::{Outcome, Policy, Verdict, verify};
 
 /// Tuning for one worker process. See `receipt-verifier run --help` for each field.
 #[derive(Debug, Clone)]
@@ -50,6 +49,8 @@ pub struct WorkerConfig {
     /// Where to serve `/metrics`, `/healthz` and `/readyz`; none when `None`.
     pub metrics_addr: Option<SocketAddr>,
     pub policy: Policy,
+    /// How long one purchase's transient Bootpay failures are retried in process.
+    pub retry_budget: Duration,
 }
 
 /// How long releasing in-flight purchases may take once the grace period is over.
@@ -59,7 +60,7 @@ const RELEASE_WAIT: Duration = Duration::from_secs(10);
 const MAX_HOLDS: u32 = 3;
 
 struct Context {
-    bootpay: Arc<BootpayClient>,
+    pipeline: Pipeline<Arc<BootpayClient>>,
     intake: Arc<Intake>,
     publisher: Publisher,
     acker: Acker,
@@ -142,7 +143,7 @@ pub async fn run(
     );
     let stop_intake = CancellationToken::new();
     let ctx = Arc::new(Context {
-        bootpay: bootpay.clone(),
+        pipeline: Pipeline::new(bootpay.clone(), config.policy),
         intake: intake.clone(),
         publisher: Publisher {
             results,
@@ -244,11 +245,7 @@ async fn receive_loop(ctx: &Arc<Context>, sqs: &Client, queue_url: &str, tracker
     let stop = &ctx.stop_intake;
     let slots = Arc::new(Semaphore::new(ctx.config.concurrency));
     let batch = ctx.config.concurrency.clamp(1, MAX_BATCH) as u32;
-    let error_backoff = ExponentialBuilder::default()
-        .with_min_delay(Duration::from_millis(200))
-        .with_max_delay(Duration::from_secs(30))
-        .with_jitter()
-        .without_max_times();
+    let error_backoff = crate::backoff::receive_errors();
     let mut delays = error_backoff.build();
     loop {
         tokio::select! {
@@ -424,12 +421,7 @@ async fn publish(
     event: &PurchaseEvent,
     verdict: &Verdict,
 ) -> Finish {
-    let mut waits = ExponentialBuilder::default()
-        .with_min_delay(Duration::from_secs(1))
-        .with_max_delay(Duration::from_secs(30))
-        .with_jitter()
-        .without_max_times()
-        .build();
+    let mut waits = crate::backoff::result_queue_outage().build();
     loop {
         let attempt = || ctx.publisher.decision(message, event, verdict);
         match retry_sqs(attempt, |e: &PublishError| !e.is_refusal()).await {
@@ -481,18 +473,20 @@ async fn publish(
 async fn verify_patiently(ctx: &Context, event: &PurchaseEvent) -> Step {
     let mut holds = 0;
     loop {
-        let error = match verify(&ctx.bootpay, event, ctx.config.policy).await {
-            Ok(Outcome::Decided(verdict)) => return Step::Decided(verdict),
-            Ok(Outcome::NotFinal { status }) => {
+        let retry_until = Instant::now() + ctx.config.retry_budget;
+        let error = match ctx.pipeline.verify(event, retry_until).await {
+            Outcome::Decided(verdict) => return Step::Decided(verdict),
+            Outcome::NotFinal { status } => {
                 return Step::RetryLater {
                     why: "not_final",
                     detail: format!("payment status {status} is not final"),
                 };
             }
-            Err(error) => error,
+            Outcome::Unavailable(error) => error,
+            Outcome::Invalid(_) => unreachable!("verify never decodes"),
         };
-        let refused = matches!(error, BootpayError::CredentialsRefused { .. });
-        let outage = error.is_transient() && ctx.intake.is_paused() && holds < MAX_HOLDS;
+        let refused = error.kind() == FailureKind::CredentialsRefused;
+        let outage = error.kind().is_transient() && ctx.intake.is_paused() && holds < MAX_HOLDS;
         if !refused && !outage {
             return Step::RetryLater {
                 why: "bootpay_error",
@@ -516,7 +510,7 @@ async fn verify_patiently(ctx: &Context, event: &PurchaseEvent) -> Step {
 async fn dead_letter(
     ctx: &Context,
     message: &Received,
-    error: &crate::decode::DecodeError,
+    error: &receipt_verifier_core::DecodeError,
 ) -> Finish {
     tracing::warn!(
         message = "Invalid purchase event; sending it to the dead-letter queue.",
@@ -610,13 +604,7 @@ where
     Fut: Future<Output = Result<T, E>>,
     E: std::error::Error,
 {
-    call.retry(
-        ExponentialBuilder::default()
-            .with_min_delay(Duration::from_millis(100))
-            .with_max_delay(Duration::from_secs(2))
-            .with_jitter()
-            .with_max_times(3),
-    )
+    call.retry(crate::backoff::sqs_call())
     .when(worth_retrying)
     .notify(|e, delay| {
         tracing::warn!(message = "SQS call failed; retrying.", error = %e, retry_in_ms = delay.as_millis() as u64);

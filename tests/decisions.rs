@@ -1,5 +1,11 @@
 //! The decision table, end to end: the real worker against moto's SQS and bootpay-fake.
 
+#![allow(
+    clippy::unwrap_used,
+    clippy::expect_used,
+    reason = "a test panics to fail"
+)]
+
 mod support;
 
 use std::collections::HashMap;

@@ -1,6 +1,12 @@
 //! Integration tests of the `bootpay-fake` binary: each test starts the real process on a free
 //! port with its own fixture, talks to it over HTTP, and kills it when done.
 
+#![allow(
+    clippy::unwrap_used,
+    clippy::expect_used,
+    reason = "a test panics to fail"
+)]
+
 use std::io::{BufRead as _, BufReader};
 use std::path::PathBuf;
 use std::process::{Child, Command, ExitStatus, Stdio};

@@ -2,6 +2,12 @@
 //! answers slower than the timeout — must never turn into a fulfilment; and a purchase
 //! whose decision the result queue refuses must not stall the worker.
 
+#![allow(
+    clippy::unwrap_used,
+    clippy::expect_used,
+    reason = "a test panics to fail"
+)]
+
 mod support;
 
 use std::collections::HashMap;

@@ -3,6 +3,12 @@
 //! with nothing but the permissions of the stack's worker policy: moto checks every request's
 //! credentials and IAM permissions once the stack is up.
 
+#![allow(
+    clippy::unwrap_used,
+    clippy::expect_used,
+    reason = "a test panics to fail"
+)]
+
 mod support;
 
 use std::collections::{BTreeMap, BTreeSet, HashMap};

@@ -1,6 +1,12 @@
 //! `/metrics`, `/healthz` and `/readyz` scraped from a real worker run against moto and
 //! bootpay-fake: the counters must match what happened.
 
+#![allow(
+    clippy::unwrap_used,
+    clippy::expect_used,
+    reason = "a test panics to fail"
+)]
+
 mod support;
 
 use std::time::Duration;

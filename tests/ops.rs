@@ -1,5 +1,11 @@
 //! The operator commands against moto's SQS: enqueue, results, stats and dlq.
 
+#![allow(
+    clippy::unwrap_used,
+    clippy::expect_used,
+    reason = "a test panics to fail"
+)]
+
 mod support;
 
 use std::collections::HashSet;

@@ -2,6 +2,12 @@
 //! refused credentials, outages, shutdown and crashes — each end to end against moto's
 //! SQS and bootpay-fake.
 
+#![allow(
+    clippy::unwrap_used,
+    clippy::expect_used,
+    reason = "a test panics to fail"
+)]
+
 mod support;
 
 use std::collections::{HashMap, HashSet};

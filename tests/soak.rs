@@ -7,6 +7,12 @@
 //! `SOAK_PURCHASES` sets the size (default 400, sized for CI; try 3000), `SOAK_SEED`
 //! replays a run.
 
+#![allow(
+    clippy::unwrap_used,
+    clippy::expect_used,
+    reason = "a test panics to fail"
+)]
+
 mod support;
 
 use std::collections::{HashMap, HashSet};

@@ -1,6 +1,12 @@
 //! `run` refuses to start, with a clear message and a non-zero exit, when it could not do
 //! its job safely; and its configuration surface is what the contract says.
 
+#![allow(
+    clippy::unwrap_used,
+    clippy::expect_used,
+    reason = "a test panics to fail"
+)]
+
 mod support;
 
 use std::time::Duration;

@@ -3,7 +3,7 @@
 #![no_main]
 
 use libfuzzer_sys::fuzz_target;
-use receipt_verifier::PurchaseEvent;
+use receipt_verifier_core::PurchaseEvent;
 
 fuzz_target!(|data: &[u8]| {
     // SQS bodies are Unicode text; the worker sees them as `&str`.

@@ -11,7 +11,7 @@ use serde_json::{Value, json};
 
 use super::{OpsError, OpsQueues};
 use crate::batch::{EntryError, MAX_BATCH, results_by_index};
-use crate::decode::PurchaseEvent;
+use receipt_verifier_core::PurchaseEvent;
 
 #[derive(Debug, Clone, Args)]
 pub struct EnqueueArgs {

@@ -1,83 +1,11 @@
-//! Verify stage: looks a purchase's receipt up on Bootpay and decides `fulfill` or
-//! `reject`, confirming a payment that waits for server approval only after it has
-//! passed every check.
+//! The decision rules: what a receipt means for the purchase that names it.
 //!
 //! Invariant: a payment whose order, amount or currency differs from the event is never
-//! confirmed, so no money is captured for a tampered purchase.
+//! judged [`Judgement::Confirm`], so no money is captured for a tampered purchase.
 
-use serde::Serialize;
-use serde_json::Number;
-
-use crate::bootpay::{BootpayClient, BootpayError, Receipt};
-use crate::decode::{Amount, PurchaseEvent};
-
-#[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize)]
-#[serde(rename_all = "snake_case")]
-pub enum Decision {
-    Fulfill,
-    Reject,
-}
-
-#[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize)]
-#[serde(rename_all = "snake_case")]
-pub enum Reason {
-    Verified,
-    OrderMismatch,
-    PriceMismatch,
-    CurrencyMismatch,
-    Cancelled,
-    NotPaid,
-    ReceiptNotFound,
-}
-
-impl Decision {
-    pub fn as_str(self) -> &'static str {
-        match self {
-            Self::Fulfill => "fulfill",
-            Self::Reject => "reject",
-        }
-    }
-}
-
-impl Reason {
-    pub fn as_str(self) -> &'static str {
-        match self {
-            Self::Verified => "verified",
-            Self::OrderMismatch => "order_mismatch",
-            Self::PriceMismatch => "price_mismatch",
-            Self::CurrencyMismatch => "currency_mismatch",
-            Self::Cancelled => "cancelled",
-            Self::NotPaid => "not_paid",
-            Self::ReceiptNotFound => "receipt_not_found",
-        }
-    }
-
-    pub fn decision(self) -> Decision {
-        match self {
-            Self::Verified => Decision::Fulfill,
-            _ => Decision::Reject,
-        }
-    }
-}
-
-/// A final answer for a purchase, with what Bootpay said where it said anything.
-#[derive(Debug, Clone, PartialEq)]
-pub struct Verdict {
-    pub reason: Reason,
-    pub paid_price: Option<Number>,
-    pub payment_status: Option<i64>,
-}
-
-/// The result of verifying one purchase.
-#[derive(Debug, Clone, PartialEq)]
-pub enum Outcome {
-    Decided(Verdict),
-    /// The payment is not final yet (pending, awaiting a deposit, an unknown status):
-    /// ask again later.
-    NotFinal {
-        status: i64,
-    },
-}
+use crate::decision::Reason;
+use crate::event::{Amount, PurchaseEvent};
+use crate::receipt::{PaymentStatus, Receipt};
 
 /// Deployment choices that change the rules.
 #[derive(Debug, Clone, Copy, Default)]
@@ -89,23 +17,19 @@ pub struct Policy {
 
 /// What the rules say about a receipt, before any call that changes it.
 #[derive(Debug, Clone, PartialEq)]
-enum Judgement {
+pub enum Judgement {
     Decide(Reason),
-    /// Status 2 and every check passed: capture it with `POST /confirm`.
+    /// Awaiting confirmation and every check passed: capture it.
     Confirm,
+    /// Not final yet (pending, awaiting a deposit, a cancel that failed, an unknown
+    /// status): ask again later.
     NotFinal,
 }
-
-/// Statuses after which a payment will never be paid.
-const FAILED_STATUSES: &[i64] = &[-1, -2, -3, -11];
-const CANCELLED_STATUSES: &[i64] = &[20, -30];
-const PAID: i64 = 1;
-const AWAITING_CONFIRM: i64 = 2;
 
 /// The decision rules. Identity checks come first, so a receipt replayed against
 /// another order is reported as such whatever its state; then the payment's state; then
 /// amount and currency.
-fn judge(event: &PurchaseEvent, receipt: &Receipt, policy: Policy) -> Judgement {
+pub fn judge(event: &PurchaseEvent, receipt: &Receipt, policy: Policy) -> Judgement {
     if receipt.order_id != event.order_id || receipt.receipt_id != event.receipt_id {
         return Judgement::Decide(Reason::OrderMismatch);
     }
@@ -114,10 +38,14 @@ fn judge(event: &PurchaseEvent, receipt: &Receipt, policy: Policy) -> Judgement 
         .as_ref()
         .and_then(serde_json::Number::as_f64)
         .is_some_and(|c| c != 0.0);
-    if CANCELLED_STATUSES.contains(&receipt.status) || partly_cancelled {
+    let cancelled = matches!(
+        receipt.status,
+        PaymentStatus::Cancelled | PaymentStatus::CancelInProgress
+    );
+    if cancelled || partly_cancelled {
         return Judgement::Decide(Reason::Cancelled);
     }
-    if FAILED_STATUSES.contains(&receipt.status) {
+    if matches!(receipt.status, PaymentStatus::Failed(_)) {
         return Judgement::Decide(Reason::NotPaid);
     }
     if policy.reject_sandbox && receipt.sandbox == Some(true) {
@@ -137,70 +65,10 @@ fn judge(event: &PurchaseEvent, receipt: &Receipt, policy: Policy) -> Judgement 
         }
     }
     match receipt.status {
-        PAID => Judgement::Decide(Reason::Verified),
-        AWAITING_CONFIRM => Judgement::Confirm,
+        PaymentStatus::Paid => Judgement::Decide(Reason::Verified),
+        PaymentStatus::AwaitingConfirm => Judgement::Confirm,
         _ => Judgement::NotFinal,
     }
-}
-
-fn decided(reason: Reason, receipt: &Receipt) -> Outcome {
-    Outcome::Decided(Verdict {
-        reason,
-        paid_price: Some(receipt.price.clone()),
-        payment_status: Some(receipt.status),
-    })
-}
-
-/// Verifies one purchase against Bootpay.
-///
-/// # Errors
-/// Bootpay errors that leave the purchase undecided (unavailable, credentials refused,
-/// an unexpected answer); the caller decides whether to wait or retry later.
-pub async fn verify(
-    bootpay: &BootpayClient,
-    event: &PurchaseEvent,
-    policy: Policy,
-) -> Result<Outcome, BootpayError> {
-    let receipt = match bootpay.receipt(&event.receipt_id).await {
-        Err(BootpayError::NotFound) => return Ok(not_found()),
-        other => other?,
-    };
-    match judge(event, &receipt, policy) {
-        Judgement::Decide(reason) => Ok(decided(reason, &receipt)),
-        Judgement::NotFinal => Ok(Outcome::NotFinal {
-            status: receipt.status,
-        }),
-        Judgement::Confirm => {
-            let confirmed = match bootpay.confirm(&event.receipt_id).await {
-                // Already confirmed (by an earlier delivery of this purchase whose answer
-                // was lost) or changed meanwhile: look again and judge what is there now.
-                Err(BootpayError::NotConfirmReady) => bootpay.receipt(&event.receipt_id).await,
-                other => other,
-            };
-            // Bootpay just showed this receipt: "not found" now is Bootpay misbehaving,
-            // not an answer about the payment.
-            let confirmed = confirmed.map_err(|e| match e {
-                BootpayError::NotFound => {
-                    BootpayError::Malformed("the receipt vanished while being confirmed".into())
-                }
-                other => other,
-            })?;
-            Ok(match judge(event, &confirmed, policy) {
-                Judgement::Decide(reason) => decided(reason, &confirmed),
-                Judgement::Confirm | Judgement::NotFinal => Outcome::NotFinal {
-                    status: confirmed.status,
-                },
-            })
-        }
-    }
-}
-
-fn not_found() -> Outcome {
-    Outcome::Decided(Verdict {
-        reason: Reason::ReceiptNotFound,
-        paid_price: None,
-        payment_status: None,
-    })
 }
 
 #[cfg(test)]
@@ -221,11 +89,18 @@ mod tests {
         price: serde_json::Value,
         currency: Option<&str>,
     ) -> Receipt {
-        serde_json::from_value(serde_json::json!({
-            "receipt_id": "r-1", "order_id": order, "price": price, "status": status,
-            "currency": currency,
-        }))
-        .unwrap()
+        let serde_json::Value::Number(price) = price else {
+            panic!("a number")
+        };
+        Receipt {
+            receipt_id: "r-1".into(),
+            order_id: order.into(),
+            price,
+            status: PaymentStatus::from_code(status),
+            currency: currency.map(str::to_owned),
+            cancelled_price: None,
+            sandbox: None,
+        }
     }
 
     fn paid() -> Receipt {

@@ -1,4 +1,4 @@
-//! Decode stage: a purchase event's message body becomes a [`PurchaseEvent`], or a
+//! The purchase-event contract: a message body becomes a [`PurchaseEvent`], or a
 //! [`DecodeError`] that says exactly which part of the contract it breaks.
 //!
 //! Validation is done by hand over a `serde_json::Value` rather than with a derived

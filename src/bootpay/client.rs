@@ -1,0 +1,383 @@
+//! The Bootpay client: HTTP calls, their retries, and what each answer means.
+
+use std::time::{Duration, Instant};
+
+use backon::Retryable;
+use receipt_verifier_core::Receipt;
+use reqwest::{StatusCode, header};
+use secrecy::{ExposeSecret, SecretString};
+
+use super::error::BootpayError;
+use super::token::{Issued, Issuer, TokenStore, Trigger};
+use super::{BootpayConfig, CallOutcome, v2};
+
+/// Largest Bootpay response body read; a receipt is a few KiB.
+const MAX_BODY_BYTES: usize = 1 << 20;
+/// Bootpay's documented token lifetime, used when an answer omits `expire_in`.
+const DEFAULT_TOKEN_TTL: Duration = Duration::from_secs(1800);
+/// Bounds on a lifetime Bootpay states, so an absurd `expire_in` cannot overflow a clock.
+const MIN_TOKEN_TTL_SECS: f64 = 1.0;
+const MAX_TOKEN_TTL_SECS: f64 = 86_400.0;
+/// A receipt id no payment has, looked up to learn whether Bootpay answers.
+const PROBE_RECEIPT_ID: &str = "receipt-verifier-probe";
+
+pub struct BootpayClient {
+    http: reqwest::Client,
+    config: BootpayConfig,
+    tokens: TokenStore,
+    observer: Box<dyn Fn(CallOutcome) + Send + Sync>,
+}
+
+impl std::fmt::Debug for BootpayClient {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.debug_struct("BootpayClient")
+            .field("api_url", &self.config.api_url.as_str())
+            .field("application_id", &self.config.application_id)
+            .finish_non_exhaustive()
+    }
+}
+
+impl BootpayClient {
+    /// `observer` hears the outcome of every HTTP call (the poller's intake gate).
+    ///
+    /// # Errors
+    /// When the HTTP client cannot be built (TLS roots unavailable).
+    pub fn new(
+        config: BootpayConfig,
+        observer: impl Fn(CallOutcome) + Send + Sync + 'static,
+    ) -> Result<Self, BootpayError> {
+        let http = reqwest::Client::builder()
+            .timeout(config.request_timeout)
+            .connect_timeout(config.request_timeout.min(Duration::from_secs(5)))
+            .user_agent(concat!("receipt-verifier/", env!("CARGO_PKG_VERSION")))
+            // A redirect would re-send the token request's body, private key included,
+            // wherever it points.
+            .redirect(reqwest::redirect::Policy::none())
+            .build()
+            .map_err(BootpayError::Transport)?;
+        Ok(Self {
+            http,
+            config,
+            tokens: TokenStore::default(),
+            observer: Box::new(observer),
+        })
+    }
+
+    /// `GET /receipt/{id}`, retried while the failure is transient and `retry_until` has
+    /// not passed.
+    ///
+    /// # Errors
+    /// [`BootpayError::NotFound`] for an unknown receipt; a transient error once the time
+    /// for retries is spent; any other error at once.
+    pub async fn receipt(
+        &self,
+        receipt_id: &str,
+        retry_until: Instant,
+    ) -> Result<Receipt, BootpayError> {
+        self.with_retries("receipt", retry_until, || self.receipt_once(receipt_id))
+            .await
+    }
+
+    /// `POST /confirm`: captures a payment waiting in status 2. Retried like
+    /// [`Self::receipt`]; a retry after a lost answer gets `NotConfirmReady`.
+    ///
+    /// # Errors
+    /// As [`Self::receipt`], plus [`BootpayError::NotConfirmReady`].
+    pub async fn confirm(
+        &self,
+        receipt_id: &str,
+        retry_until: Instant,
+    ) -> Result<Receipt, BootpayError> {
+        self.with_retries("confirm", retry_until, || self.confirm_once(receipt_id))
+            .await
+    }
+
+    /// Fetches a fresh token, bypassing the cache: the probe used to learn whether
+    /// Bootpay accepts the credentials again.
+    ///
+    /// # Errors
+    /// [`BootpayError::CredentialsRefused`] or a transport/availability error.
+    pub async fn renew_token(&self) -> Result<(), BootpayError> {
+        self.tokens.renew_now(self).await
+    }
+
+    /// Asks Bootpay whether it works again: a fresh token, then one lookup of a receipt
+    /// that does not exist (any definite answer will do), without retries.
+    ///
+    /// # Errors
+    /// What either call failed with.
+    pub async fn probe(&self) -> Result<(), BootpayError> {
+        self.renew_token().await?;
+        match self.receipt_once(PROBE_RECEIPT_ID).await {
+            Ok(_) | Err(BootpayError::NotFound | BootpayError::Rejected { .. }) => Ok(()),
+            Err(e) => Err(e),
+        }
+    }
+
+    /// Whether an unexpired token is cached (for readiness).
+    pub fn has_token(&self) -> bool {
+        self.tokens.has_valid()
+    }
+
+    /// How long until the cached token is due for renewal; `None` without a token.
+    pub fn renewal_due_in(&self) -> Option<Duration> {
+        self.tokens.renewal_due_in()
+    }
+
+    async fn with_retries<T, F, Fut>(
+        &self,
+        endpoint: &'static str,
+        retry_until: Instant,
+        call: F,
+    ) -> Result<T, BootpayError>
+    where
+        F: FnMut() -> Fut,
+        Fut: Future<Output = Result<T, BootpayError>>,
+    {
+        call.retry(crate::backoff::bootpay_call(self.config.retry))
+            .when(|e: &BootpayError| e.is_transient() && Instant::now() < retry_until)
+            .adjust(|e, delay| {
+                let delay = delay?.max(e.retry_after().unwrap_or_default());
+                let left = retry_until.saturating_duration_since(Instant::now());
+                (!left.is_zero()).then(|| delay.min(left))
+            })
+            .notify(|e, delay| {
+                crate::metrics::bootpay_retry(endpoint);
+                tracing::warn!(
+                    message = "Bootpay call failed; retrying.",
+                    error = %crate::error_chain(e),
+                    retry_in_ms = delay.as_millis() as u64,
+                );
+            })
+            .await
+    }
+
+    async fn receipt_once(&self, receipt_id: &str) -> Result<Receipt, BootpayError> {
+        let mut url = self.endpoint(&v2::receipt_path(receipt_id))?;
+        url.query_pairs_mut()
+            .append_pair("lookup_user_data", "false");
+        let wire: v2::WireReceipt = self
+            .authorized("receipt", |token| {
+                self.http
+                    .get(url.clone())
+                    .bearer_auth(token.expose_secret())
+            })
+            .await?;
+        Ok(wire.into())
+    }
+
+    async fn confirm_once(&self, receipt_id: &str) -> Result<Receipt, BootpayError> {
+        let url = self.endpoint(v2::CONFIRM_PATH)?;
+        let body = serde_json::json!({ "receipt_id": receipt_id });
+        let wire: v2::WireReceipt = self
+            .authorized("confirm", |token| {
+                self.http
+                    .post(url.clone())
+                    .json(&body)
+                    .bearer_auth(token.expose_secret())
+            })
+            .await?;
+        Ok(wire.into())
+    }
+
+    /// Sends an authenticated request; on 401 renews the token once and sends it again.
+    async fn authorized<T: serde::de::DeserializeOwned>(
+        &self,
+        endpoint: &'static str,
+        build: impl Fn(&SecretString) -> reqwest::RequestBuilder,
+    ) -> Result<T, BootpayError> {
+        let (token, generation) = self.tokens.current(self).await?;
+        match self.send(endpoint, build(&token)).await {
+            Err(Unauthorized) => {
+                let token = self.tokens.renew_after_401(self, generation).await?;
+                match self.send(endpoint, build(&token)).await {
+                    Err(Unauthorized) => {
+                        self.observe(CallOutcome::CredentialsRefused);
+                        Err(BootpayError::CredentialsRefused {
+                            status: 401,
+                            code: "token rejected right after issue".into(),
+                        })
+                    }
+                    Ok(result) => result,
+                }
+            }
+            Ok(result) => result,
+        }
+    }
+
+    async fn fetch_token(&self, trigger: Trigger) -> Result<Issued, BootpayError> {
+        let url = self.endpoint(v2::TOKEN_PATH)?;
+        let body = serde_json::json!({
+            "application_id": self.config.application_id,
+            "private_key": self.config.private_key.expose_secret(),
+        });
+        let requested_at = Instant::now();
+        let refused = |status: u16, code: String| {
+            self.observe(CallOutcome::CredentialsRefused);
+            BootpayError::CredentialsRefused { status, code }
+        };
+        let response: v2::TokenResponse =
+            match self.send("token", self.http.post(url).json(&body)).await {
+                Ok(Ok(response)) => response,
+                // The token call carries nothing but the credentials: any definite
+                // refusal (a 4xx, whatever its code) is about them.
+                Ok(Err(BootpayError::Rejected { status, code, .. })) => {
+                    return Err(refused(status, code));
+                }
+                Ok(Err(e)) => return Err(e),
+                Err(Unauthorized) => return Err(refused(401, "unauthorized".into())),
+            };
+        let ttl = response
+            .expire_in
+            .filter(|s| s.is_finite() && *s > 0.0)
+            .map_or(DEFAULT_TOKEN_TTL, |s| {
+                Duration::from_secs_f64(s.clamp(MIN_TOKEN_TTL_SECS, MAX_TOKEN_TTL_SECS))
+            });
+        crate::metrics::token_refreshed(trigger);
+        tracing::info!(
+            message = "Obtained a Bootpay access token.",
+            trigger,
+            expires_in_secs = ttl.as_secs()
+        );
+        Ok(Issued {
+            value: SecretString::from(response.access_token),
+            ttl,
+            requested_at,
+        })
+    }
+
+    fn endpoint(&self, segments: &[&str]) -> Result<url::Url, BootpayError> {
+        let mut url = self.config.api_url.clone();
+        url.path_segments_mut()
+            .map_err(|()| BootpayError::Malformed("Bootpay URL cannot be a base".into()))?
+            .pop_if_empty()
+            .extend(segments);
+        Ok(url)
+    }
+
+    /// Sends one request and classifies the answer. The outer `Err(Unauthorized)` is kept
+    /// apart so callers decide whether a 401 means "renew the token" or "refused".
+    async fn send<T: serde::de::DeserializeOwned>(
+        &self,
+        endpoint: &'static str,
+        request: reqwest::RequestBuilder,
+    ) -> Result<Result<T, BootpayError>, Unauthorized> {
+        let started = Instant::now();
+        let result = self.send_inner(request).await;
+        let outcome = match &result {
+            Err(Unauthorized) => "unauthorized",
+            Ok(Ok(_)) => "ok",
+            Ok(Err(e)) => e.label(),
+        };
+        crate::metrics::bootpay_request(endpoint, outcome, started.elapsed());
+        match &result {
+            Err(Unauthorized) => {}
+            Ok(Ok(_)) => self.observe(CallOutcome::Success),
+            Ok(Err(e)) if e.is_transient() => self.observe(CallOutcome::TransientFailure),
+            Ok(Err(BootpayError::CredentialsRefused { .. })) => {
+                self.observe(CallOutcome::CredentialsRefused);
+            }
+            // A definite answer (not found, not ready, a 4xx) shows Bootpay is up.
+            Ok(Err(_)) => self.observe(CallOutcome::Success),
+        }
+        result
+    }
+
+    async fn send_inner<T: serde::de::DeserializeOwned>(
+        &self,
+        request: reqwest::RequestBuilder,
+    ) -> Result<Result<T, BootpayError>, Unauthorized> {
+        let response = match request
+            .header(header::ACCEPT, "application/json")
+            .send()
+            .await
+        {
+            Ok(r) => r,
+            Err(e) => return Ok(Err(BootpayError::Transport(e))),
+        };
+        let status = response.status();
+        if status == StatusCode::UNAUTHORIZED {
+            return Err(Unauthorized);
+        }
+        let retry_after = retry_after(response.headers());
+        let body = match read_capped(response).await {
+            Ok(b) => b,
+            Err(e) => return Ok(Err(e)),
+        };
+        if status.is_success() {
+            return Ok(serde_json::from_slice(&body)
+                .map_err(|e| BootpayError::Malformed(format!("HTTP {status}: {e}"))));
+        }
+        Ok(Err(v2::classify_error(status, retry_after, &body)))
+    }
+
+    fn observe(&self, outcome: CallOutcome) {
+        (self.observer)(outcome);
+    }
+}
+
+impl Issuer for BootpayClient {
+    async fn issue(&self, trigger: Trigger) -> Result<Issued, BootpayError> {
+        self.fetch_token(trigger).await
+    }
+}
+
+/// A 401 from Bootpay, before the caller decides what it means.
+struct Unauthorized;
+
+fn retry_after(headers: &header::HeaderMap) -> Option<Duration> {
+    let value = headers.get(header::RETRY_AFTER)?.to_str().ok()?;
+    if let Ok(secs) = value.trim().parse::<u64>() {
+        return Some(Duration::from_secs(secs.min(300)));
+    }
+    let at = httpdate::parse_http_date(value).ok()?;
+    let wait = at.duration_since(std::time::SystemTime::now()).ok()?;
+    Some(wait.min(Duration::from_secs(300)))
+}
+
+async fn read_capped(mut response: reqwest::Response) -> Result<Vec<u8>, BootpayError> {
+    let mut body = Vec::new();
+    while let Some(chunk) = response.chunk().await.map_err(BootpayError::Transport)? {
+        if body.len() + chunk.len() > MAX_BODY_BYTES {
+            return Err(BootpayError::Malformed(format!(
+                "body larger than {MAX_BODY_BYTES} bytes"
+            )));
+        }
+        body.extend_from_slice(&chunk);
+    }
+    Ok(body)
+}
+
+#[cfg(test)]
+mod tests {
+    use super::super::RetryPolicy;
+    use super::*;
+
+    #[test]
+    fn retry_after_accepts_seconds_and_caps_them() {
+        let mut headers = header::HeaderMap::new();
+        headers.insert(header::RETRY_AFTER, "3".parse().unwrap());
+        assert_eq!(retry_after(&headers), Some(Duration::from_secs(3)));
+        headers.insert(header::RETRY_AFTER, "999999".parse().unwrap());
+        assert_eq!(retry_after(&headers), Some(Duration::from_secs(300)));
+        headers.insert(header::RETRY_AFTER, "soon".parse().unwrap());
+        assert_eq!(retry_after(&headers), None);
+    }
+
+    #[test]
+    fn debug_output_never_shows_the_private_key() {
+        let config = BootpayConfig {
+            api_url: url::Url::parse("http://127.0.0.1:1/v2").unwrap(),
+            application_id: "app".into(),
+            private_key: SecretString::from("super-secret-key"),
+            request_timeout: Duration::from_secs(1),
+            retry: RetryPolicy {
+                min_delay: Duration::from_millis(1),
+                max_delay: Duration::from_millis(1),
+            },
+        };
+        assert!(!format!("{config:?}").contains("super-secret-key"));
+        let client = BootpayClient::new(config, |_| {}).unwrap();
+        assert!(!format!("{client:?}").contains("super-secret-key"));
+    }
+}

@@ -1,0 +1,163 @@
+//! Bootpay's v2 dialect: paths under the `/v2` base, JSON bodies, Bearer tokens, the
+//! receipt object and the `{error_code, message}` error shape.
+
+use std::time::Duration;
+
+use receipt_verifier_core::{PaymentStatus, Receipt};
+use reqwest::StatusCode;
+use serde::Deserialize;
+use serde_json::Number;
+
+use super::error::BootpayError;
+
+/// Paths appended to the base URL.
+pub const TOKEN_PATH: &[&str] = &["request", "token"];
+pub const CONFIRM_PATH: &[&str] = &["confirm"];
+
+/// The receipt path for `receipt_id`; the id is one percent-encoded path segment.
+pub fn receipt_path(receipt_id: &str) -> [&str; 2] {
+    ["receipt", receipt_id]
+}
+
+/// The parts of a v2 receipt the verifier relies on. Everything else is ignored, so
+/// Bootpay can add fields freely.
+#[derive(Debug, Clone, Deserialize)]
+pub struct WireReceipt {
+    pub receipt_id: String,
+    pub order_id: String,
+    pub price: Number,
+    pub status: i64,
+    #[serde(default)]
+    pub currency: Option<String>,
+    /// Cumulative amount cancelled; partial cancels can leave the status untouched.
+    #[serde(default)]
+    pub cancelled_price: Option<Number>,
+    /// Set on payments made with a test project.
+    #[serde(default)]
+    pub sandbox: Option<bool>,
+}
+
+impl From<WireReceipt> for Receipt {
+    fn from(wire: WireReceipt) -> Self {
+        Self {
+            receipt_id: wire.receipt_id,
+            order_id: wire.order_id,
+            price: wire.price,
+            status: PaymentStatus::from_code(wire.status),
+            currency: wire.currency,
+            cancelled_price: wire.cancelled_price,
+            sandbox: wire.sandbox,
+        }
+    }
+}
+
+/// `POST /request/token`'s answer.
+#[derive(Deserialize)]
+pub struct TokenResponse {
+    pub access_token: String,
+    /// Seconds the token lives.
+    #[serde(default)]
+    pub expire_in: Option<f64>,
+}
+
+/// Classifies a non-2xx, non-401 answer.
+pub fn classify_error(
+    status: StatusCode,
+    retry_after: Option<Duration>,
+    body: &[u8],
+) -> BootpayError {
+    #[derive(Deserialize)]
+    struct ErrorBody {
+        error_code: Option<serde_json::Value>,
+        #[serde(default)]
+        message: Option<String>,
+    }
+    if status == StatusCode::TOO_MANY_REQUESTS || status.is_server_error() {
+        return BootpayError::Unavailable {
+            status: status.as_u16(),
+            retry_after,
+        };
+    }
+    let parsed: Option<ErrorBody> = serde_json::from_slice(body).ok();
+    let code = parsed
+        .as_ref()
+        .and_then(|b| b.error_code.as_ref())
+        .map(|c| match c {
+            serde_json::Value::String(s) => s.clone(),
+            other => other.to_string(),
+        });
+    match code.as_deref() {
+        Some("RC_NOT_FOUND") => BootpayError::NotFound,
+        Some("RC_NOT_CONFIRM_READY") => BootpayError::NotConfirmReady,
+        Some("TOKEN_KEY_INVALID") => BootpayError::CredentialsRefused {
+            status: status.as_u16(),
+            code: "TOKEN_KEY_INVALID".into(),
+        },
+        Some(code) => BootpayError::Rejected {
+            status: status.as_u16(),
+            code: code.to_owned(),
+            message: parsed
+                .and_then(|b| b.message)
+                .map(|m| m.chars().take(200).collect())
+                .unwrap_or_default(),
+        },
+        // A definite refusal without Bootpay's error shape (a proxy, a load balancer, an
+        // IP allow list): trying again will not change it.
+        None => BootpayError::Rejected {
+            status: status.as_u16(),
+            code: "none".into(),
+            message: String::from_utf8_lossy(body).chars().take(200).collect(),
+        },
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn errors_are_classified_by_status_and_code() {
+        let not_found = classify_error(
+            StatusCode::NOT_FOUND,
+            None,
+            br#"{"error_code":"RC_NOT_FOUND","message":"x"}"#,
+        );
+        assert!(matches!(not_found, BootpayError::NotFound));
+        let not_ready = classify_error(
+            StatusCode::BAD_REQUEST,
+            None,
+            br#"{"error_code":"RC_NOT_CONFIRM_READY"}"#,
+        );
+        assert!(matches!(not_ready, BootpayError::NotConfirmReady));
+        let throttled = classify_error(
+            StatusCode::TOO_MANY_REQUESTS,
+            Some(Duration::from_secs(2)),
+            b"",
+        );
+        assert!(throttled.is_transient());
+        assert_eq!(throttled.retry_after(), Some(Duration::from_secs(2)));
+        let html = classify_error(StatusCode::BAD_GATEWAY, None, b"<html>bad gateway</html>");
+        assert!(html.is_transient());
+        let other = classify_error(
+            StatusCode::BAD_REQUEST,
+            None,
+            br#"{"error_code":"RC_SOMETHING","message":"nope"}"#,
+        );
+        assert!(!other.is_transient());
+        // A refusal from something in front of Bootpay is definite, not transient.
+        let proxy = classify_error(StatusCode::FORBIDDEN, None, b"<html>denied</html>");
+        assert!(!proxy.is_transient());
+        assert_eq!(proxy.label(), "rejected");
+    }
+
+    #[test]
+    fn a_wire_receipt_becomes_a_dialect_neutral_one() {
+        let wire: WireReceipt = serde_json::from_str(
+            r#"{"receipt_id":"r","order_id":"o","price":3000,"status":-2,"extra":{"x":1}}"#,
+        )
+        .unwrap();
+        let receipt = Receipt::from(wire);
+        assert_eq!(receipt.status, PaymentStatus::Failed(-2));
+        assert_eq!(receipt.currency, None);
+    }
+}
