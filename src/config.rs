@@ -11,8 +11,9 @@ use secrecy::SecretString;
 use url::Url;
 
 use crate::bootpay::{BootpayConfig, RetryPolicy};
-use crate::telemetry::LogFormat;
-use crate::worker::WorkerConfig;
+use crate::observability::logging::LogFormat;
+use crate::runtime::poller::WorkerConfig;
+use crate::sqs::Requeue;
 use receipt_verifier_core::Policy;
 
 pub const DEFAULT_BOOTPAY_API_URL: &str = "https://api.bootpay.co.kr/v2";
@@ -182,8 +183,10 @@ impl RunArgs {
             retry_budget: wanted.min(ceiling),
             concurrency: self.concurrency.get(),
             receive_wait: Duration::from_secs(self.receive_wait_secs),
-            requeue_base_delay: Duration::from_secs(self.requeue_base_delay_secs),
-            requeue_max_delay: Duration::from_secs(self.requeue_max_delay_secs),
+            requeue: Requeue {
+                base: Duration::from_secs(self.requeue_base_delay_secs),
+                max: Duration::from_secs(self.requeue_max_delay_secs),
+            },
             shutdown_grace: Duration::from_secs(self.shutdown_grace_secs),
             batch_linger: Duration::from_millis(self.batch_linger_ms),
             outage_threshold: self.outage_threshold,

@@ -1,26 +1,26 @@
 //! receipt-verifier: verifies Bootpay receipts for purchases queued on SQS and publishes
 //! a `fulfill` or `reject` decision for each.
 //!
-//! A purchase's path, one module per stage: [`receive`] → decode and verify (the
-//! verification core, `receipt_verifier_core`, over [`bootpay`]) → [`publish`] → [`ack`].
-//! [`worker`] runs the stages; [`intake`] pauses receiving while Bootpay cannot answer;
-//! [`batch`] and [`sqs`] group SQS calls by ten; [`backoff`] names every retry schedule.
+//! # Layout
+//!
+//! The decisions themselves are made by the verification core, the
+//! `receipt_verifier_core` crate (the event contract, the rules, the decision contract
+//! and a `Pipeline` over a `Payments` port). This crate holds what the core does not:
+//!
+//! - adapters: [`bootpay`] (the `Payments` port over Bootpay's API) and [`sqs`]
+//!   (receiving, publishing, batching, acknowledging);
+//! - runtimes: [`runtime::poller`] (`receipt-verifier run`);
+//! - operator commands: [`ops`];
+//! - plumbing shared by all: [`config`], [`observability`], [`backoff`], [`shutdown`].
 
-pub mod ack;
 pub mod backoff;
-pub mod batch;
 pub mod bootpay;
 pub mod config;
-pub mod health;
-pub mod intake;
-pub mod metrics;
+pub mod observability;
 pub mod ops;
-pub mod publish;
-pub mod queues;
-pub mod receive;
+pub mod runtime;
+pub mod shutdown;
 pub mod sqs;
-pub mod telemetry;
-pub mod worker;
 
 pub use receipt_verifier_core::{Decision, DecodeError, PurchaseEvent, Reason};
 

@@ -5,8 +5,10 @@ use std::process::ExitCode;
 use anyhow::Context as _;
 use clap::{Parser, Subcommand};
 use receipt_verifier::config::RunArgs;
+use receipt_verifier::observability::logging;
 use receipt_verifier::ops::{self, OpsQueues};
-use receipt_verifier::{queues, telemetry, worker};
+use receipt_verifier::runtime::poller;
+use receipt_verifier::sqs::queues;
 
 #[derive(Debug, Parser)]
 #[command(
@@ -130,7 +132,7 @@ async fn sqs_client() -> aws_sdk_sqs::Client {
 }
 
 async fn run(args: RunArgs) -> anyhow::Result<()> {
-    telemetry::init(args.log_format);
+    logging::init(args.log_format);
     let sqs = sqs_client().await;
     let queues = queues::resolve(
         &sqs,
@@ -141,27 +143,12 @@ async fn run(args: RunArgs) -> anyhow::Result<()> {
     .context("refusing to start")?;
     let bootpay = args.bootpay_config().context("refusing to start")?;
     let config = args.worker_config(queues.visibility_timeout);
-    worker::run(sqs, queues, bootpay, config, shutdown_signal()).await
-}
-
-/// Completes on the first SIGTERM or SIGINT.
-async fn shutdown_signal() {
-    let ctrl_c = async {
-        let _ = tokio::signal::ctrl_c().await;
-    };
-    #[cfg(unix)]
-    let term = async {
-        match tokio::signal::unix::signal(tokio::signal::unix::SignalKind::terminate()) {
-            Ok(mut s) => {
-                s.recv().await;
-            }
-            Err(_) => std::future::pending::<()>().await,
-        }
-    };
-    #[cfg(not(unix))]
-    let term = std::future::pending::<()>();
-    tokio::select! {
-        () = ctrl_c => {},
-        () = term => {},
-    }
+    poller::run(
+        sqs,
+        queues,
+        bootpay,
+        config,
+        receipt_verifier::shutdown::signal(),
+    )
+    .await
 }

@@ -142,7 +142,7 @@ impl BootpayClient {
                 (!left.is_zero()).then(|| delay.min(left))
             })
             .notify(|e, delay| {
-                crate::metrics::bootpay_retry(endpoint);
+                crate::observability::metrics::bootpay_retry(endpoint);
                 tracing::warn!(
                     message = "Bootpay call failed; retrying.",
                     error = %crate::error_chain(e),
@@ -233,7 +233,7 @@ impl BootpayClient {
             .map_or(DEFAULT_TOKEN_TTL, |s| {
                 Duration::from_secs_f64(s.clamp(MIN_TOKEN_TTL_SECS, MAX_TOKEN_TTL_SECS))
             });
-        crate::metrics::token_refreshed(trigger);
+        crate::observability::metrics::token_refreshed(trigger);
         tracing::info!(
             message = "Obtained a Bootpay access token.",
             trigger,
@@ -269,7 +269,7 @@ impl BootpayClient {
             Ok(Ok(_)) => "ok",
             Ok(Err(e)) => e.label(),
         };
-        crate::metrics::bootpay_request(endpoint, outcome, started.elapsed());
+        crate::observability::metrics::bootpay_request(endpoint, outcome, started.elapsed());
         match &result {
             Err(Unauthorized) => {}
             Ok(Ok(_)) => self.observe(CallOutcome::Success),

@@ -10,18 +10,16 @@ use std::path::PathBuf;
 use std::time::{Duration, Instant};
 
 use aws_sdk_sqs::Client;
-use aws_sdk_sqs::types::{
-    DeleteMessageBatchRequestEntry, Message, MessageAttributeValue, MessageSystemAttributeName,
-};
+use aws_sdk_sqs::types::{Message, MessageAttributeValue, MessageSystemAttributeName};
 use clap::{Args, Subcommand};
 use serde_json::{Value, json};
 
 use super::{
-    Filter, OpsError, OpsQueues, clip, print_table, queue_arn, release, scan, string_attributes,
-    system_attribute, timestamp,
+    Filter, OpsError, OpsQueues, clip, delete, entry_failures, print_table, queue_arn, release,
+    scan, string_attributes, system_attribute, timestamp,
 };
-use crate::batch::MAX_BATCH;
-use crate::publish::DEAD_LETTER_ATTRIBUTES;
+use crate::sqs::publish::DEAD_LETTER_ATTRIBUTES;
+use crate::sqs::{Flush, MAX_BATCH, Outgoing, SendFlush};
 
 #[derive(Debug, Clone, Subcommand)]
 pub enum DlqCommand {
@@ -366,6 +364,7 @@ async fn move_task(
     }
 }
 
+/// Sends one dead letter, without the worker's attributes, to `destination`.
 async fn send_to(sqs: &Client, destination: &str, message: &Message) -> Result<(), OpsError> {
     let attributes: std::collections::HashMap<String, MessageAttributeValue> = message
         .message_attributes()
@@ -376,58 +375,28 @@ async fn send_to(sqs: &Client, destination: &str, message: &Message) -> Result<(
                 .collect()
         })
         .unwrap_or_default();
-    let fifo = destination.ends_with(".fifo");
-    sqs.send_message()
-        .queue_url(destination)
-        .message_body(message.body().unwrap_or_default())
-        .set_message_attributes(Some(attributes))
-        .set_message_group_id(fifo.then(|| {
-            system_attribute(message, MessageSystemAttributeName::MessageGroupId)
-                .unwrap_or("redrive")
-                .to_owned()
-        }))
-        .set_message_deduplication_id(
-            fifo.then(|| message.message_id().unwrap_or_default().to_owned()),
-        )
-        .send()
-        .await
-        .map_err(|e| OpsError::aws("SendMessage", destination, &e))?;
-    Ok(())
-}
-
-pub(crate) async fn delete(
-    sqs: &Client,
-    queue: &str,
-    messages: &[&Message],
-) -> Result<(), OpsError> {
-    for chunk in messages.chunks(MAX_BATCH) {
-        let entries = chunk
-            .iter()
-            .enumerate()
-            .filter_map(|(i, m)| {
-                DeleteMessageBatchRequestEntry::builder()
-                    .id(i.to_string())
-                    .set_receipt_handle(m.receipt_handle().map(str::to_owned))
-                    .build()
-                    .ok()
-            })
-            .collect();
-        let out = sqs
-            .delete_message_batch()
-            .queue_url(queue)
-            .set_entries(Some(entries))
-            .send()
-            .await
-            .map_err(|e| OpsError::aws("DeleteMessageBatch", queue, &e))?;
-        if let Some(f) = out.failed().first() {
-            return Err(OpsError::Aws {
-                action: "DeleteMessageBatch",
-                queue: queue.to_owned(),
-                cause: format!("{}: {}", f.code(), f.message().unwrap_or_default()),
-            });
-        }
-    }
-    Ok(())
+    let fifo = destination.ends_with(".fifo").then(|| {
+        let group = system_attribute(message, MessageSystemAttributeName::MessageGroupId)
+            .unwrap_or("redrive")
+            .to_owned();
+        (group, message.message_id().unwrap_or_default().to_owned())
+    });
+    let outgoing = Outgoing {
+        body: message.body().unwrap_or_default().to_owned(),
+        attributes,
+        fifo,
+    };
+    let flush = SendFlush {
+        sqs: sqs.clone(),
+        queue_url: destination.to_owned(),
+    };
+    let results = flush.flush(vec![outgoing]).await;
+    let id = message.message_id().unwrap_or("?").to_owned();
+    let failures = results
+        .into_iter()
+        .filter_map(|r| r.err().map(|e| (id.clone(), e)))
+        .collect();
+    entry_failures("SendMessage", destination, 1, failures)
 }
 
 async fn purge(sqs: &Client, dlq: &str, args: &PurgeArgs) -> Result<(), OpsError> {

@@ -4,13 +4,14 @@
 use std::io::BufRead;
 use std::path::PathBuf;
 
+use std::collections::HashMap;
+
 use aws_sdk_sqs::Client;
-use aws_sdk_sqs::types::SendMessageBatchRequestEntry;
 use clap::Args;
 use serde_json::{Value, json};
 
 use super::{OpsError, OpsQueues};
-use crate::batch::{EntryError, MAX_BATCH, results_by_index};
+use crate::sqs::{EntryError, Flush, MAX_BATCH, Outgoing, SendFlush};
 use receipt_verifier_core::PurchaseEvent;
 
 #[derive(Debug, Clone, Args)]
@@ -156,41 +157,33 @@ fn read_events(args: &EnqueueArgs) -> Result<Vec<Pending>, OpsError> {
     }])
 }
 
+/// One batch call; each event gets its own result, a whole-call failure classified as the
+/// other commands classify it.
 async fn send_batch(sqs: &Client, queue: &str, chunk: &[Pending]) -> Vec<Result<(), EntryError>> {
-    let entries: Vec<_> = chunk
+    let flush = SendFlush {
+        sqs: sqs.clone(),
+        queue_url: queue.to_owned(),
+    };
+    let outgoing = chunk
         .iter()
-        .enumerate()
-        .filter_map(|(i, p)| {
-            SendMessageBatchRequestEntry::builder()
-                .id(i.to_string())
-                .message_body(&p.body)
-                .build()
-                .ok()
+        .map(|p| Outgoing {
+            body: p.body.clone(),
+            attributes: HashMap::new(),
+            fifo: None,
         })
         .collect();
-    match sqs
-        .send_message_batch()
-        .queue_url(queue)
-        .set_entries(Some(entries))
-        .send()
-        .await
-    {
-        Ok(out) => results_by_index(
-            chunk.len(),
-            out.failed().iter().map(|f| {
-                (
-                    f.id().to_owned(),
-                    EntryError::new(f.code(), f.message().unwrap_or_default()),
-                )
-            }),
-            out.successful().iter().map(|s| s.id().to_owned()),
-        ),
-        Err(e) => {
-            let error = OpsError::aws("SendMessageBatch", queue, &e).to_string();
-            chunk
-                .iter()
-                .map(|_| Err(EntryError::new("RequestFailed", error.clone())))
-                .collect()
-        }
-    }
+    let results = flush.flush(outgoing).await;
+    let whole_call_failed = results.iter().all(|r| r.is_err());
+    results
+        .into_iter()
+        .map(|r| {
+            r.map_err(|e| match whole_call_failed {
+                true => EntryError::new(
+                    e.code.clone(),
+                    OpsError::aws("SendMessageBatch", queue, &e).to_string(),
+                ),
+                false => e,
+            })
+        })
+        .collect()
 }

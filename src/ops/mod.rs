@@ -11,14 +11,12 @@ use std::collections::HashMap;
 use std::time::{Duration, SystemTime};
 
 use aws_sdk_sqs::Client;
-use aws_sdk_sqs::types::{
-    ChangeMessageVisibilityBatchRequestEntry, Message, MessageSystemAttributeName,
-    QueueAttributeName,
-};
+use aws_sdk_sqs::types::{Message, MessageSystemAttributeName, QueueAttributeName};
 use clap::Args;
 use serde_json::Value;
 
-use crate::batch::MAX_BATCH;
+use crate::sqs::queues::{self, SetupError};
+use crate::sqs::{DeleteFlush, EntryError, Flush, MAX_BATCH, VisibilityFlush};
 
 /// Queue settings shared by the operator commands (the same variables as `run`).
 #[derive(Debug, Clone, Args)]
@@ -61,7 +59,7 @@ pub enum OpsError {
     #[error("{0}")]
     Usage(String),
     #[error(transparent)]
-    Setup(#[from] crate::queues::SetupError),
+    Setup(#[from] SetupError),
     #[error("{0}")]
     Io(#[from] std::io::Error),
 }
@@ -129,14 +127,14 @@ impl OpsQueues {
         let policy = attrs
             .attributes()
             .and_then(|a| a.get(&QueueAttributeName::RedrivePolicy))
-            .ok_or_else(|| crate::queues::SetupError::NoDeadLetterQueue(purchase.to_owned()))?;
-        let (arn, _) = crate::queues::parse_redrive_policy(policy)?;
+            .ok_or_else(|| SetupError::NoDeadLetterQueue(purchase.to_owned()))?;
+        let (arn, _) = queues::parse_redrive_policy(policy)?;
         queue_url_of_arn(sqs, &arn).await
     }
 }
 
 pub async fn queue_url_of_arn(sqs: &Client, arn: &str) -> Result<String, OpsError> {
-    crate::queues::queue_url_of_arn(sqs, arn)
+    queues::queue_url_of_arn(sqs, arn)
         .await
         .map_err(|e| OpsError::aws("GetQueueUrl", arn, e.as_ref()))
 }
@@ -195,28 +193,102 @@ pub async fn scan(
 }
 
 /// Makes scanned messages visible again at once.
+///
+/// # Errors
+/// Naming every message SQS did not hand back.
 pub async fn release(sqs: &Client, queue_url: &str, messages: &[&Message]) -> Result<(), OpsError> {
+    let flush = VisibilityFlush {
+        sqs: sqs.clone(),
+        queue_url: queue_url.to_owned(),
+    };
+    let action = "ChangeMessageVisibilityBatch";
+    each_message(&flush, action, queue_url, messages, |handle| (handle, 0)).await
+}
+
+/// Deletes messages that were received (and handled) by an operator command.
+///
+/// # Errors
+/// Naming every message SQS did not delete.
+pub async fn delete(sqs: &Client, queue_url: &str, messages: &[&Message]) -> Result<(), OpsError> {
+    let flush = DeleteFlush {
+        sqs: sqs.clone(),
+        queue_url: queue_url.to_owned(),
+    };
+    each_message(
+        &flush,
+        "DeleteMessageBatch",
+        queue_url,
+        messages,
+        |handle| handle,
+    )
+    .await
+}
+
+/// Applies a batch call to received messages, ten at a time, by the adapter's rule for
+/// partial failures, and reports every entry that failed.
+async fn each_message<F: Flush>(
+    flush: &F,
+    action: &'static str,
+    queue_url: &str,
+    messages: &[&Message],
+    entry: impl Fn(String) -> F::Entry,
+) -> Result<(), OpsError> {
+    let mut failures: Vec<(String, EntryError)> = Vec::new();
     for chunk in messages.chunks(MAX_BATCH) {
-        let entries = chunk
-            .iter()
-            .enumerate()
-            .filter_map(|(i, m)| {
-                ChangeMessageVisibilityBatchRequestEntry::builder()
-                    .id(i.to_string())
-                    .set_receipt_handle(m.receipt_handle().map(str::to_owned))
-                    .visibility_timeout(0)
-                    .build()
-                    .ok()
-            })
-            .collect();
-        sqs.change_message_visibility_batch()
-            .queue_url(queue_url)
-            .set_entries(Some(entries))
-            .send()
-            .await
-            .map_err(|e| OpsError::aws("ChangeMessageVisibilityBatch", queue_url, &e))?;
+        let mut ids = Vec::with_capacity(chunk.len());
+        let mut entries = Vec::with_capacity(chunk.len());
+        for message in chunk {
+            let id = message.message_id().unwrap_or("?").to_owned();
+            match message.receipt_handle() {
+                Some(handle) => {
+                    ids.push(id);
+                    entries.push(entry(handle.to_owned()));
+                }
+                None => failures.push((
+                    id,
+                    EntryError::new("NoReceiptHandle", "received without a receipt handle"),
+                )),
+            }
+        }
+        if entries.is_empty() {
+            continue;
+        }
+        for (id, result) in ids.into_iter().zip(flush.flush(entries).await) {
+            if let Err(e) = result {
+                failures.push((id, e));
+            }
+        }
     }
-    Ok(())
+    entry_failures(action, queue_url, messages.len(), failures)
+}
+
+/// One error for the entries of batch calls that failed: the classified call error when
+/// every entry failed the same way (the call itself failed), else each entry's own.
+pub fn entry_failures(
+    action: &'static str,
+    queue_url: &str,
+    total: usize,
+    failures: Vec<(String, EntryError)>,
+) -> Result<(), OpsError> {
+    let Some((_, first)) = failures.first() else {
+        return Ok(());
+    };
+    if failures.len() == total && failures.iter().all(|(_, e)| e.code == first.code) {
+        return Err(OpsError::aws(action, queue_url, first));
+    }
+    let listed: Vec<String> = failures
+        .iter()
+        .map(|(id, e)| format!("{id} ({e})"))
+        .collect();
+    Err(OpsError::Aws {
+        action,
+        queue: queue_url.to_owned(),
+        cause: format!(
+            "{} of {total} messages failed: {}",
+            failures.len(),
+            listed.join("; ")
+        ),
+    })
 }
 
 /// `--grep` and `--where` filters over a message's body and attributes.
@@ -336,5 +408,58 @@ pub fn clip(text: &str, max: usize) -> String {
         let mut s: String = text.chars().take(max.saturating_sub(1)).collect();
         s.push('…');
         s
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn every_failed_entry_is_reported_and_a_failed_call_is_classified() {
+        assert!(entry_failures("DeleteMessageBatch", "q", 3, Vec::new()).is_ok());
+        let partial = entry_failures(
+            "DeleteMessageBatch",
+            "q",
+            12,
+            vec![
+                (
+                    "m-1".into(),
+                    EntryError::new("ReceiptHandleIsInvalid", "expired"),
+                ),
+                ("m-11".into(), EntryError::new("InternalError", "try again")),
+            ],
+        )
+        .unwrap_err()
+        .to_string();
+        assert!(partial.contains("2 of 12 messages failed"), "{partial}");
+        assert!(
+            partial.contains("m-1 (ReceiptHandleIsInvalid: expired)"),
+            "{partial}"
+        );
+        assert!(
+            partial.contains("m-11 (InternalError: try again)"),
+            "{partial}"
+        );
+        let whole_call = entry_failures(
+            "ChangeMessageVisibilityBatch",
+            "https://sqs/1/gone",
+            2,
+            vec![
+                (
+                    "m-1".into(),
+                    EntryError::new("AWS.SimpleQueueService.NonExistentQueue", "service error"),
+                ),
+                (
+                    "m-2".into(),
+                    EntryError::new("AWS.SimpleQueueService.NonExistentQueue", "service error"),
+                ),
+            ],
+        )
+        .unwrap_err();
+        assert!(
+            matches!(whole_call, OpsError::NoSuchQueue(ref q) if q == "https://sqs/1/gone"),
+            "{whole_call}"
+        );
     }
 }

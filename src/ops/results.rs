@@ -92,7 +92,7 @@ pub async fn run(sqs: &Client, queues: &OpsQueues, args: &ResultsArgs) -> Result
     }
     if args.delete {
         let handles: Vec<&Message> = shown.iter().map(|(m, _)| *m).collect();
-        super::dlq::delete(sqs, queue, &handles).await?;
+        super::delete(sqs, queue, &handles).await?;
     } else {
         others.extend(shown.iter().map(|(m, _)| *m));
     }

@@ -86,7 +86,7 @@ async fn serve(cli: Cli, receipts: Vec<fixture::ReceiptSpec>) -> anyhow::Result<
 
     axum::serve(listener, routes::router(app))
         .with_graceful_shutdown(async move {
-            shutdown_signal().await;
+            receipt_verifier::shutdown::signal().await;
             tracing::info!("Shutdown signal received, draining requests.");
             // Ends injected delays early so slow answers do not hold up the exit.
             shutdown.cancel();
@@ -122,32 +122,4 @@ fn init_tracing() {
         .with_writer(std::io::stderr)
         .with_ansi(std::io::stderr().is_terminal())
         .init();
-}
-
-async fn shutdown_signal() {
-    let ctrl_c = async {
-        if let Err(error) = tokio::signal::ctrl_c().await {
-            tracing::warn!(%error, "Cannot listen for SIGINT.");
-            std::future::pending::<()>().await;
-        }
-    };
-    #[cfg(unix)]
-    let terminate = async {
-        use tokio::signal::unix::{SignalKind, signal};
-        match signal(SignalKind::terminate()) {
-            Ok(mut stream) => {
-                stream.recv().await;
-            }
-            Err(error) => {
-                tracing::warn!(%error, "Cannot listen for SIGTERM.");
-                std::future::pending::<()>().await;
-            }
-        }
-    };
-    #[cfg(not(unix))]
-    let terminate = std::future::pending::<()>();
-    tokio::select! {
-        () = ctrl_c => {}
-        () = terminate => {}
-    }
 }

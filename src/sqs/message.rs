@@ -1,4 +1,5 @@
-//! Receive stage: long-polls the purchase queue for up to ten messages at a time.
+//! A purchase message as it arrives: from the poller's long poll (`ReceiveMessage`) or
+//! from a record of a Lambda's SQS event.
 
 use std::collections::HashMap;
 use std::time::{Duration, Instant, SystemTime};
@@ -6,9 +7,9 @@ use std::time::{Duration, Instant, SystemTime};
 use aws_sdk_sqs::Client;
 use aws_sdk_sqs::types::{Message, MessageAttributeValue, MessageSystemAttributeName};
 
-/// A purchase message as received, before its body is decoded.
+/// A purchase message, before its body is decoded.
 #[derive(Debug, Clone)]
-pub struct Received {
+pub struct PurchaseMessage {
     pub message_id: String,
     pub receipt_handle: String,
     pub body: String,
@@ -16,9 +17,20 @@ pub struct Received {
     pub receive_count: u32,
     /// When the producer sent it, for end-to-end latency.
     pub sent_at: Option<SystemTime>,
-    /// When this worker received it.
+    /// When this process received it.
     pub received_at: Instant,
+    /// The producer's message attributes (a `traceparent` among them).
     pub attributes: HashMap<String, MessageAttributeValue>,
+    /// On a FIFO queue, the message's group.
+    pub group_id: Option<String>,
+}
+
+impl PurchaseMessage {
+    /// From an SQS `sent` timestamp attribute in epoch milliseconds.
+    pub fn parse_sent_at(millis: &str) -> Option<SystemTime> {
+        let ms = millis.parse::<u64>().ok()?;
+        Some(SystemTime::UNIX_EPOCH + Duration::from_millis(ms))
+    }
 }
 
 #[derive(Debug, thiserror::Error)]
@@ -36,7 +48,7 @@ pub async fn receive(
     queue_url: &str,
     max: i32,
     wait: Duration,
-) -> Result<Vec<Received>, ReceiveError> {
+) -> Result<Vec<PurchaseMessage>, ReceiveError> {
     let out = sqs
         .receive_message()
         .queue_url(queue_url)
@@ -47,21 +59,21 @@ pub async fn receive(
         .message_attribute_names("All")
         .send()
         .await;
-    crate::metrics::sqs_request("ReceiveMessage", out.is_ok());
+    crate::observability::metrics::sqs_request("ReceiveMessage", out.is_ok());
     let out = out.map_err(|e| ReceiveError {
         cause: crate::error_chain(&e),
     })?;
-    let messages: Vec<Received> = out
+    let messages: Vec<PurchaseMessage> = out
         .messages
         .unwrap_or_default()
         .into_iter()
         .filter_map(convert)
         .collect();
-    crate::metrics::received(messages.len());
+    crate::observability::metrics::received(messages.len());
     Ok(messages)
 }
 
-fn convert(message: Message) -> Option<Received> {
+fn convert(message: Message) -> Option<PurchaseMessage> {
     let system = message.attributes.unwrap_or_default();
     let receive_count = system
         .get(&MessageSystemAttributeName::ApproximateReceiveCount)
@@ -69,9 +81,8 @@ fn convert(message: Message) -> Option<Received> {
         .unwrap_or(1);
     let sent_at = system
         .get(&MessageSystemAttributeName::SentTimestamp)
-        .and_then(|ms| ms.parse::<u64>().ok())
-        .map(|ms| SystemTime::UNIX_EPOCH + Duration::from_millis(ms));
-    Some(Received {
+        .and_then(|ms| PurchaseMessage::parse_sent_at(ms));
+    Some(PurchaseMessage {
         // A message without a receipt handle cannot be acknowledged: skip it, and SQS
         // redelivers it.
         receipt_handle: message.receipt_handle?,
@@ -81,5 +92,8 @@ fn convert(message: Message) -> Option<Received> {
         sent_at,
         received_at: Instant::now(),
         attributes: message.message_attributes.unwrap_or_default(),
+        group_id: system
+            .get(&MessageSystemAttributeName::MessageGroupId)
+            .cloned(),
     })
 }

@@ -1,5 +1,6 @@
 //! The HTTP endpoints an orchestrator and Prometheus scrape: `/metrics`, `/healthz`
-//! (the process is alive) and `/readyz` (the worker can do its job right now).
+//! (the process is alive) and `/readyz` (the runtime can do its job right now; what that
+//! means is the runtime's, behind [`Ready`]).
 
 use std::net::SocketAddr;
 use std::sync::Arc;
@@ -12,10 +13,14 @@ use axum::routing::get;
 use metrics_exporter_prometheus::PrometheusHandle;
 use tokio_util::sync::CancellationToken;
 
-use crate::bootpay::BootpayClient;
-use crate::intake::{Intake, IntakeState};
+/// What a runtime reports on `/readyz`.
+pub trait Ready: Send + Sync + 'static {
+    /// Why the runtime is not ready now; `None` when it is.
+    fn not_ready(&self) -> Option<String>;
+}
 
-/// What readiness depends on besides Bootpay and the intake gate.
+/// Readiness facts every runtime tracks: whether it is stopping, and whether its latest
+/// receive from the purchase queue worked.
 #[derive(Debug)]
 pub struct Readiness {
     receiving: AtomicBool,
@@ -41,17 +46,23 @@ impl Readiness {
     pub fn stopping(&self) {
         self.stopping.store(true, Ordering::Relaxed);
     }
+
+    pub fn is_stopping(&self) -> bool {
+        self.stopping.load(Ordering::Relaxed)
+    }
+
+    pub fn is_receiving(&self) -> bool {
+        self.receiving.load(Ordering::Relaxed)
+    }
 }
 
 #[derive(Clone)]
 struct HealthState {
     metrics: PrometheusHandle,
-    readiness: Arc<Readiness>,
-    intake: Arc<Intake>,
-    bootpay: Arc<BootpayClient>,
+    ready: Arc<dyn Ready>,
 }
 
-/// Binds `addr`, so a port already in use stops the worker at start-up.
+/// Binds `addr`, so a port already in use stops the runtime at start-up.
 ///
 /// # Errors
 /// When the address cannot be bound.
@@ -63,21 +74,14 @@ pub async fn bind(addr: SocketAddr) -> std::io::Result<tokio::net::TcpListener> 
 pub async fn serve(
     listener: tokio::net::TcpListener,
     metrics: PrometheusHandle,
-    readiness: Arc<Readiness>,
-    intake: Arc<Intake>,
-    bootpay: Arc<BootpayClient>,
+    ready: Arc<dyn Ready>,
     stop: CancellationToken,
 ) {
     let app = Router::new()
         .route("/metrics", get(render_metrics))
         .route("/healthz", get(|| async { "ok\n" }))
-        .route("/readyz", get(ready))
-        .with_state(HealthState {
-            metrics,
-            readiness,
-            intake,
-            bootpay,
-        });
+        .route("/readyz", get(readyz))
+        .with_state(HealthState { metrics, ready });
     let result = axum::serve(listener, app)
         .with_graceful_shutdown(stop.cancelled_owned())
         .await;
@@ -90,24 +94,12 @@ async fn render_metrics(State(state): State<HealthState>) -> String {
     state.metrics.render()
 }
 
-async fn ready(State(state): State<HealthState>) -> (StatusCode, String) {
-    let not_ready = |why: &str| {
-        (
+async fn readyz(State(state): State<HealthState>) -> (StatusCode, String) {
+    match state.ready.not_ready() {
+        Some(why) => (
             StatusCode::SERVICE_UNAVAILABLE,
             format!("not ready: {why}\n"),
-        )
-    };
-    if state.readiness.stopping.load(Ordering::Relaxed) {
-        return not_ready("shutting down");
+        ),
+        None => (StatusCode::OK, "ready\n".to_owned()),
     }
-    if let IntakeState::Paused(reason) = state.intake.state() {
-        return not_ready(&format!("intake paused ({})", reason.as_str()));
-    }
-    if !state.readiness.receiving.load(Ordering::Relaxed) {
-        return not_ready("receiving from the purchase queue fails");
-    }
-    if !state.bootpay.has_token() {
-        return not_ready("no valid Bootpay token");
-    }
-    (StatusCode::OK, "ready\n".to_owned())
 }

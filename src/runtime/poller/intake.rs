@@ -108,9 +108,9 @@ impl Intake {
             };
             if replace {
                 if let IntakeState::Paused(previous) = *state {
-                    crate::metrics::intake_paused(previous.as_str(), false);
+                    crate::observability::metrics::intake_paused(previous.as_str(), false);
                 }
-                crate::metrics::intake_paused(reason.as_str(), true);
+                crate::observability::metrics::intake_paused(reason.as_str(), true);
                 *state = IntakeState::Paused(reason);
                 tracing::error!(
                     message =
@@ -135,7 +135,7 @@ impl Intake {
             let IntakeState::Paused(reason) = *state else {
                 return false;
             };
-            crate::metrics::intake_paused(reason.as_str(), false);
+            crate::observability::metrics::intake_paused(reason.as_str(), false);
             *state = IntakeState::Open;
             tracing::info!(message = "Intake resumed.", after = reason.as_str());
             true

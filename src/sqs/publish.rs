@@ -1,14 +1,20 @@
 //! Publish stage: turns a verdict into the decision message on the result queue, and a
-//! malformed purchase into a dead letter. Both go out before the purchase is deleted.
+//! malformed purchase into a dead letter. Both go out before the purchase is deleted:
+//! a successful publish returns [`Published`], the proof an acknowledgement needs.
 
 use std::collections::HashMap;
 
 use aws_sdk_sqs::types::MessageAttributeValue;
 use receipt_verifier_core::{DecisionMessage, DecodeError, PurchaseEvent, Verdict};
 
-use crate::batch::{Batcher, EntryError};
-use crate::receive::Received;
-use crate::sqs::{Outgoing, string_attribute};
+use super::batch::{Batcher, EntryError};
+use super::calls::{Outgoing, refuses_the_message, string_attribute};
+use super::message::PurchaseMessage;
+
+/// Proof that SQS accepted a purchase's decision or dead letter. Only this module makes
+/// one, so a [`Disposition::Ack`](super::Disposition::Ack) cannot be built without it.
+#[derive(Debug)]
+pub struct Published(());
 
 /// W3C trace context, carried from the purchase onto its decision.
 pub const TRACEPARENT: &str = "traceparent";
@@ -21,18 +27,19 @@ pub enum PublishError {
     DeadLetter(#[source] EntryError),
 }
 
+/// Sends decisions to the result queue and dead letters to the DLQ, through batchers.
 pub struct Publisher {
-    pub results: Batcher<Outgoing>,
-    pub dead_letters: Batcher<Outgoing>,
-    pub results_fifo: bool,
-    pub dead_letters_fifo: bool,
+    results: Batcher<Outgoing>,
+    dead_letters: Batcher<Outgoing>,
+    results_fifo: bool,
+    dead_letters_fifo: bool,
 }
 
 impl PublishError {
     /// SQS refused the message itself, so sending it again cannot succeed.
     pub fn is_refusal(&self) -> bool {
         let (Self::Decision(e) | Self::DeadLetter(e)) = self;
-        crate::sqs::refuses_the_message(e)
+        refuses_the_message(e)
     }
 }
 
@@ -46,14 +53,31 @@ pub struct DeadLetter<'a> {
 }
 
 impl Publisher {
+    /// A publisher for these queues; a queue whose URL ends in `.fifo` gets group and
+    /// deduplication ids.
+    pub fn new(
+        results: Batcher<Outgoing>,
+        result_url: &str,
+        dead_letters: Batcher<Outgoing>,
+        dead_letter_url: &str,
+    ) -> Self {
+        let fifo = |url: &str| url.ends_with(".fifo");
+        Self {
+            results,
+            dead_letters,
+            results_fifo: fifo(result_url),
+            dead_letters_fifo: fifo(dead_letter_url),
+        }
+    }
+
     /// # Errors
     /// When SQS did not accept the decision; the purchase must then stay on its queue.
     pub async fn decision(
         &self,
-        message: &Received,
+        message: &PurchaseMessage,
         event: &PurchaseEvent,
         verdict: &Verdict,
-    ) -> Result<(), PublishError> {
+    ) -> Result<Published, PublishError> {
         let body = DecisionMessage::new(event, verdict, std::time::SystemTime::now());
         let mut attributes = HashMap::from([
             (
@@ -75,6 +99,7 @@ impl Publisher {
         self.results
             .submit(outgoing)
             .await
+            .map(|()| Published(()))
             .map_err(PublishError::Decision)
     }
 
@@ -85,9 +110,9 @@ impl Publisher {
     /// redrive moves it after `maxReceiveCount` receives.
     pub async fn dead_letter(
         &self,
-        message: &Received,
+        message: &PurchaseMessage,
         letter: &DeadLetter<'_>,
-    ) -> Result<(), PublishError> {
+    ) -> Result<Published, PublishError> {
         let mut attributes: HashMap<String, MessageAttributeValue> = message
             .attributes
             .iter()
@@ -132,6 +157,7 @@ impl Publisher {
         self.dead_letters
             .submit(outgoing)
             .await
+            .map(|()| Published(()))
             .map_err(PublishError::DeadLetter)
     }
 }
@@ -189,7 +215,7 @@ mod tests {
     use std::sync::{Arc, Mutex};
 
     use super::*;
-    use crate::batch::Flush;
+    use crate::sqs::batch::Flush;
 
     /// Keeps what would have been sent.
     #[derive(Clone, Default)]
@@ -208,17 +234,17 @@ mod tests {
     async fn a_dead_letter_keeps_its_own_attributes_and_the_trace_within_ten() {
         let sent = Sent::default();
         let linger = std::time::Duration::ZERO;
-        let publisher = Publisher {
-            results: Batcher::spawn(sent.clone(), linger).0,
-            dead_letters: Batcher::spawn(sent.clone(), linger).0,
-            results_fifo: false,
-            dead_letters_fifo: false,
-        };
+        let publisher = Publisher::new(
+            Batcher::spawn(sent.clone(), linger).0,
+            "https://sqs/1/results",
+            Batcher::spawn(sent.clone(), linger).0,
+            "https://sqs/1/dlq",
+        );
         let mut attributes: HashMap<String, MessageAttributeValue> = (0..9)
             .map(|i| (format!("producer-{i}"), string_attribute("x")))
             .collect();
         attributes.insert(TRACEPARENT.into(), string_attribute("00-abc-def-01"));
-        let message = Received {
+        let message = PurchaseMessage {
             message_id: "m-1".into(),
             receipt_handle: "h-1".into(),
             body: "{\"receipt_id\": \"r-1\"}".into(),
@@ -226,6 +252,7 @@ mod tests {
             sent_at: None,
             received_at: std::time::Instant::now(),
             attributes,
+            group_id: None,
         };
         let verdict = Verdict {
             reason: receipt_verifier_core::Reason::Verified,

@@ -1,5 +1,8 @@
-//! The SQS batch calls behind the [`Batcher`](crate::batch::Batcher)s: send (decisions and
-//! dead letters), delete, and change visibility.
+//! The three SQS batch calls — send (decisions, dead letters, purchase events), delete,
+//! change visibility — behind the poller's and the Lambda's [`Batcher`]s and the operator
+//! commands. Each returns one result per entry, by the same rule (`outcome`).
+//!
+//! [`Batcher`]: super::Batcher
 
 use std::collections::HashMap;
 
@@ -13,15 +16,16 @@ use aws_sdk_sqs::types::{
     DeleteMessageBatchRequestEntry, MessageAttributeValue, SendMessageBatchRequestEntry,
 };
 
-use crate::batch::{EntryError, Flush, results_by_index};
+use super::batch::{EntryError, Flush, results_by_index};
 
-/// A message to send: a decision or a dead letter.
+/// A message to send: a decision, a dead letter, a purchase event.
 #[derive(Debug, Clone)]
 pub struct Outgoing {
     pub body: String,
     pub attributes: HashMap<String, MessageAttributeValue>,
-    /// For FIFO queues: the group (the receipt id) and a deduplication id (the source
-    /// message id, identical on every redelivery, so SQS drops duplicates of a replay).
+    /// For FIFO queues: the group and a deduplication id (for a decision, the receipt id
+    /// and the source message id, identical on every redelivery, so SQS drops duplicates
+    /// of a replay).
     pub fifo: Option<(String, String)>,
 }
 
@@ -232,10 +236,10 @@ where
     E: ProvideErrorMetadata + std::error::Error + 'static,
     H: std::fmt::Debug + 'static,
 {
-    crate::metrics::sqs_request(operation, result.is_ok());
+    crate::observability::metrics::sqs_request(operation, result.is_ok());
     match result {
         Ok(out) => {
-            crate::metrics::sqs_entry_failures(operation, out.failed().len());
+            crate::observability::metrics::sqs_entry_failures(operation, out.failed().len());
             Ok(results_by_index(
                 count,
                 out.failed().iter().map(failure),

@@ -1,0 +1,401 @@
+//! The poller (`receipt-verifier run`): receive → decode → verify → publish →
+//! acknowledge, for up to `concurrency` purchases at once.
+//!
+//! Invariants:
+//! - a purchase is deleted only after its decision (or, for a malformed body, its dead
+//!   letter) has been accepted by SQS; every other path leaves it on the queue;
+//! - verification concurrency is a semaphore, not the receive batch: a new receive is
+//!   issued as soon as ten slots are free, so one slow receipt holds up nobody;
+//! - while a purchase is being worked on, a heartbeat keeps it invisible;
+//! - on shutdown, receiving stops at once (the long poll is dropped) and in-flight
+//!   purchases finish, or are released with visibility 0, within the grace period.
+//!
+//! [`Poller::build`] wires it up, [`Poller::run_until_stopped`] receives until the
+//! shutdown signal, [`Poller::shutdown`] drains what is in flight.
+
+mod intake;
+mod purchase;
+
+use std::net::SocketAddr;
+use std::sync::Arc;
+use std::time::Duration;
+
+use anyhow::Context as _;
+use aws_sdk_sqs::Client;
+use backon::BackoffBuilder;
+use receipt_verifier_core::{Pipeline, Policy};
+use tokio::sync::Semaphore;
+use tokio::task::{JoinHandle, JoinSet};
+use tokio_util::sync::CancellationToken;
+
+use self::intake::{Intake, IntakeState};
+use self::purchase::Context;
+use crate::bootpay::{BootpayClient, BootpayConfig};
+use crate::observability::health::{self, Readiness};
+use crate::runtime::join;
+use crate::sqs::batch::{Batcher, MAX_BATCH};
+use crate::sqs::message::receive;
+use crate::sqs::{
+    Acker, DeleteFlush, Publisher, Queues, Requeue, SendFlush, Settler, VisibilityChanger,
+    VisibilityFlush,
+};
+
+pub use self::intake::PauseReason;
+
+/// Tuning for one worker process. See `receipt-verifier run --help` for each field.
+#[derive(Debug, Clone)]
+pub struct WorkerConfig {
+    pub concurrency: usize,
+    pub receive_wait: Duration,
+    pub requeue: Requeue,
+    pub shutdown_grace: Duration,
+    pub batch_linger: Duration,
+    pub outage_threshold: u32,
+    pub probe_min_delay: Duration,
+    pub probe_max_delay: Duration,
+    /// Where to serve `/metrics`, `/healthz` and `/readyz`; none when `None`.
+    pub metrics_addr: Option<SocketAddr>,
+    pub policy: Policy,
+    /// How long one purchase's transient Bootpay failures are retried in process.
+    pub retry_budget: Duration,
+}
+
+/// How long releasing in-flight purchases may take once the grace period is over.
+const RELEASE_WAIT: Duration = Duration::from_secs(10);
+
+/// Runs the worker until `shutdown` completes and in-flight work is finished or released.
+///
+/// # Errors
+/// When the Bootpay client cannot be built or the metrics address cannot be bound.
+pub async fn run(
+    sqs: Client,
+    queues: Queues,
+    bootpay: BootpayConfig,
+    config: WorkerConfig,
+    shutdown: impl Future<Output = ()> + Send + 'static,
+) -> anyhow::Result<()> {
+    let poller = Poller::build(sqs, queues, bootpay, config).await?;
+    let in_flight = poller.run_until_stopped(shutdown).await;
+    poller.shutdown(in_flight).await;
+    Ok(())
+}
+
+/// A built poller and the tasks it owns.
+pub struct Poller {
+    ctx: Arc<Context>,
+    sqs: Client,
+    queues: Queues,
+    config: WorkerConfig,
+    bootpay: Arc<BootpayClient>,
+    intake: Arc<Intake>,
+    readiness: Arc<Readiness>,
+    /// The four batchers' tasks; they end once every handle to them is dropped.
+    batchers: Vec<JoinHandle<()>>,
+    health: Option<(JoinHandle<()>, CancellationToken)>,
+}
+
+impl Poller {
+    /// Builds the Bootpay client, the batchers and, with `metrics_addr`, the health server.
+    ///
+    /// # Errors
+    /// When the Bootpay client cannot be built or the metrics address cannot be bound.
+    pub async fn build(
+        sqs: Client,
+        queues: Queues,
+        bootpay: BootpayConfig,
+        config: WorkerConfig,
+    ) -> anyhow::Result<Self> {
+        let intake = Arc::new(Intake::new(config.outage_threshold));
+        let observer = intake.clone();
+        let bootpay = Arc::new(BootpayClient::new(bootpay, move |o| observer.observe(o))?);
+        let readiness = Arc::new(Readiness::default());
+        let health = match config.metrics_addr {
+            Some(addr) => Some(serve_health(addr, &readiness, &intake, &bootpay).await?),
+            None => None,
+        };
+        let linger = config.batch_linger;
+        let send = |queue_url: &str| SendFlush {
+            sqs: sqs.clone(),
+            queue_url: queue_url.to_owned(),
+        };
+        let (results, results_task) = Batcher::spawn(send(&queues.result_url), linger);
+        let (dead_letters, dead_letters_task) =
+            Batcher::spawn(send(&queues.dead_letter_url), linger);
+        let (deletes, deletes_task) = Batcher::spawn(
+            DeleteFlush {
+                sqs: sqs.clone(),
+                queue_url: queues.purchase_url.clone(),
+            },
+            linger,
+        );
+        let (visibility, visibility_task) = Batcher::spawn(
+            VisibilityFlush {
+                sqs: sqs.clone(),
+                queue_url: queues.purchase_url.clone(),
+            },
+            linger,
+        );
+        let publisher = Publisher::new(
+            results,
+            &queues.result_url,
+            dead_letters,
+            &queues.dead_letter_url,
+        );
+        let ctx = Arc::new(Context {
+            pipeline: Pipeline::new(bootpay.clone(), config.policy),
+            intake: intake.clone(),
+            settler: Settler::new(publisher, config.requeue),
+            acker: Acker::new(deletes, VisibilityChanger::new(visibility)),
+            retry_budget: config.retry_budget,
+            visibility_timeout: queues.visibility_timeout,
+            stop_intake: CancellationToken::new(),
+            hard_stop: CancellationToken::new(),
+        });
+        Ok(Self {
+            ctx,
+            sqs,
+            queues,
+            config,
+            bootpay,
+            intake,
+            readiness,
+            batchers: vec![
+                results_task,
+                dead_letters_task,
+                deletes_task,
+                visibility_task,
+            ],
+            health,
+        })
+    }
+
+    /// Receives and verifies purchases until `shutdown` completes; returns the purchases
+    /// still in flight.
+    pub async fn run_until_stopped(
+        &self,
+        shutdown: impl Future<Output = ()> + Send + 'static,
+    ) -> InFlight {
+        let stop = self.ctx.stop_intake.clone();
+        let watcher = tokio::spawn({
+            let (stop, readiness) = (stop.clone(), self.readiness.clone());
+            async move {
+                tokio::select! {
+                    () = shutdown => {
+                        readiness.stopping();
+                        tracing::info!(
+                            message = "Shutdown requested: no more receives; finishing in-flight purchases."
+                        );
+                        stop.cancel();
+                    }
+                    // Stopped some other way: nothing to watch for.
+                    () = stop.cancelled() => {}
+                }
+            }
+        });
+        let prober = tokio::spawn({
+            let (intake, bootpay, stop) = (self.intake.clone(), self.bootpay.clone(), stop.clone());
+            let (min, max) = (self.config.probe_min_delay, self.config.probe_max_delay);
+            async move { intake.probe_while_paused(&bootpay, min, max, stop).await }
+        });
+
+        // Learn at once whether Bootpay takes the credentials; a refusal pauses intake.
+        if let Err(e) = self.bootpay.renew_token().await {
+            tracing::error!(message = "Bootpay did not issue a token at start-up.", error = %crate::error_chain(&e));
+        }
+        tracing::info!(
+            message = "Worker started.",
+            purchase_queue = %self.queues.purchase_url,
+            result_queue = %self.queues.result_url,
+            dead_letter_queue = %self.queues.dead_letter_url,
+            visibility_timeout_secs = self.queues.visibility_timeout.as_secs(),
+            max_receive_count = self.queues.max_receive_count,
+            concurrency = self.config.concurrency,
+        );
+        let mut tasks = JoinSet::new();
+        self.receive_loop(&mut tasks).await;
+        stop.cancel();
+        InFlight {
+            tasks,
+            background: vec![watcher, prober],
+        }
+    }
+
+    async fn receive_loop(&self, tasks: &mut JoinSet<()>) {
+        let ctx = &self.ctx;
+        let stop = &ctx.stop_intake;
+        let slots = Arc::new(Semaphore::new(self.config.concurrency));
+        let batch = self.config.concurrency.clamp(1, MAX_BATCH) as u32;
+        let error_backoff = crate::backoff::receive_errors();
+        let mut delays = error_backoff.build();
+        loop {
+            reap(tasks);
+            tokio::select! {
+                biased;
+                _ = stop.cancelled() => return,
+                () = ctx.intake.opened() => {}
+            }
+            let mut permits = tokio::select! {
+                biased;
+                _ = stop.cancelled() => return,
+                p = slots.clone().acquire_many_owned(batch) => match p {
+                    Ok(p) => p,
+                    Err(_) => return,
+                },
+            };
+            let received = tokio::select! {
+                biased;
+                _ = stop.cancelled() => return,
+                r = receive(&self.sqs, &self.queues.purchase_url, batch as i32, self.config.receive_wait) => r,
+            };
+            self.readiness.receive_succeeded(received.is_ok());
+            match received {
+                Ok(messages) => {
+                    delays = error_backoff.build();
+                    for message in messages {
+                        let Some(permit) = permits.split(1) else {
+                            break;
+                        };
+                        tasks.spawn(purchase::handle(ctx.clone(), message, permit));
+                    }
+                }
+                Err(e) => {
+                    let delay = delays.next().unwrap_or(Duration::from_secs(30));
+                    tracing::error!(
+                        message = "Failed to receive purchases; backing off.",
+                        error = %e,
+                        retry_in_ms = delay.as_millis() as u64,
+                    );
+                    tokio::select! {
+                        _ = stop.cancelled() => return,
+                        () = tokio::time::sleep(delay) => {}
+                    }
+                }
+            }
+        }
+    }
+
+    /// Waits for in-flight purchases (releasing those still being verified when the
+    /// grace period ends), then stops the batchers and the health server.
+    pub async fn shutdown(self, mut in_flight: InFlight) {
+        let remaining = in_flight.tasks.len();
+        if remaining > 0 {
+            tracing::info!(
+                message = "Waiting for in-flight purchases.",
+                in_flight = remaining
+            );
+        }
+        if tokio::time::timeout(self.config.shutdown_grace, drain(&mut in_flight.tasks))
+            .await
+            .is_err()
+        {
+            tracing::warn!(
+                message = "Grace period over: releasing purchases still being verified.",
+                remaining = in_flight.tasks.len(),
+            );
+            self.ctx.hard_stop.cancel();
+            if tokio::time::timeout(RELEASE_WAIT, drain(&mut in_flight.tasks))
+                .await
+                .is_err()
+            {
+                // The rest are aborted; their purchases come back when their visibility
+                // runs out. Nothing was deleted without a decision.
+                tracing::error!(
+                    message = "Exiting with purchases unfinished; SQS will redeliver them.",
+                    remaining = in_flight.tasks.len(),
+                );
+                return;
+            }
+        }
+        for task in in_flight.background {
+            join(task).await;
+        }
+        // The batchers end once the last handle (in the context) is dropped and what was
+        // submitted has been sent.
+        drop(self.ctx);
+        for task in self.batchers {
+            join(task).await;
+        }
+        if let Some((task, stop)) = self.health {
+            stop.cancel();
+            join(task).await;
+        }
+        tracing::info!(message = "Worker stopped.");
+    }
+}
+
+/// The purchases being worked on when receiving stopped, and the poller's own tasks.
+pub struct InFlight {
+    tasks: JoinSet<()>,
+    background: Vec<JoinHandle<()>>,
+}
+
+/// Collects finished purchase tasks, re-raising a panic.
+fn reap(tasks: &mut JoinSet<()>) {
+    while let Some(done) = tasks.try_join_next() {
+        resume_panic(done);
+    }
+}
+
+async fn drain(tasks: &mut JoinSet<()>) {
+    while let Some(done) = tasks.join_next().await {
+        resume_panic(done);
+    }
+}
+
+fn resume_panic(done: Result<(), tokio::task::JoinError>) {
+    if let Err(e) = done
+        && e.is_panic()
+    {
+        std::panic::resume_unwind(e.into_panic());
+    }
+}
+
+/// What the poller's `/readyz` checks.
+struct PollerReadiness {
+    readiness: Arc<Readiness>,
+    intake: Arc<Intake>,
+    bootpay: Arc<BootpayClient>,
+}
+
+impl health::Ready for PollerReadiness {
+    fn not_ready(&self) -> Option<String> {
+        if self.readiness.is_stopping() {
+            return Some("shutting down".into());
+        }
+        if let IntakeState::Paused(reason) = self.intake.state() {
+            return Some(format!("intake paused ({})", reason.as_str()));
+        }
+        if !self.readiness.is_receiving() {
+            return Some("receiving from the purchase queue fails".into());
+        }
+        if !self.bootpay.has_token() {
+            return Some("no valid Bootpay token".into());
+        }
+        None
+    }
+}
+
+async fn serve_health(
+    addr: SocketAddr,
+    readiness: &Arc<Readiness>,
+    intake: &Arc<Intake>,
+    bootpay: &Arc<BootpayClient>,
+) -> anyhow::Result<(JoinHandle<()>, CancellationToken)> {
+    let metrics = crate::observability::metrics::install()
+        .map_err(|e| anyhow::anyhow!("cannot install the metrics recorder: {e}"))?;
+    let listener = health::bind(addr)
+        .await
+        .with_context(|| format!("cannot listen on METRICS_ADDR {addr}"))?;
+    tracing::info!(
+        message = "Serving /metrics, /healthz and /readyz.",
+        addr = %listener.local_addr().unwrap_or(addr),
+    );
+    let stop = CancellationToken::new();
+    let ready = Arc::new(PollerReadiness {
+        readiness: readiness.clone(),
+        intake: intake.clone(),
+        bootpay: bootpay.clone(),
+    });
+    let task = tokio::spawn(health::serve(listener, metrics, ready, stop.clone()));
+    Ok((task, stop))
+}

@@ -1,0 +1,220 @@
+//! One purchase in the poller, from receive to acknowledgement: a heartbeat keeps it
+//! invisible while the pipeline decides it; the outcome is settled (published, or turned
+//! into a delay); the disposition is applied.
+//!
+//! While Bootpay refuses the credentials or is down, the purchase is held (its receive
+//! count does not grow) until intake reopens; while the result queue is unavailable, its
+//! decision is held (verification, and any confirm, is not repeated) until the queue
+//! takes it. On shutdown a held purchase is released at once.
+
+use std::sync::Arc;
+use std::time::{Duration, Instant};
+
+use backon::BackoffBuilder;
+use receipt_verifier_core::{FailureKind, Outcome, Pipeline, Processed, PurchaseEvent};
+use tokio::sync::OwnedSemaphorePermit;
+use tokio_util::sync::CancellationToken;
+use tracing::{Instrument, field};
+
+use super::intake::{Intake, PauseReason};
+use crate::bootpay::BootpayClient;
+use crate::observability::metrics;
+use crate::sqs::settle::with_retries;
+use crate::sqs::{Acker, Disposition, PurchaseMessage, Settler};
+
+/// How many times one purchase is held through a Bootpay outage before it is handed back
+/// to the queue instead: a receipt that fails on its own must not be held forever.
+const MAX_HOLDS: u32 = 3;
+
+/// What every purchase task shares.
+pub(super) struct Context {
+    pub pipeline: Pipeline<Arc<BootpayClient>>,
+    pub intake: Arc<Intake>,
+    pub settler: Settler,
+    pub acker: Acker,
+    pub retry_budget: Duration,
+    pub visibility_timeout: Duration,
+    /// Cancelled on SIGTERM/SIGINT: stop receiving, release held purchases.
+    pub stop_intake: CancellationToken,
+    /// Cancelled when the grace period is over: abandon verification and release.
+    pub hard_stop: CancellationToken,
+}
+
+/// Counts a purchase in flight for as long as it lives.
+struct InFlight;
+
+impl InFlight {
+    fn start() -> Self {
+        metrics::in_flight(1.0);
+        Self
+    }
+}
+
+impl Drop for InFlight {
+    fn drop(&mut self) {
+        metrics::in_flight(-1.0);
+    }
+}
+
+pub(super) async fn handle(
+    ctx: Arc<Context>,
+    message: PurchaseMessage,
+    _slot: OwnedSemaphorePermit,
+) {
+    let _in_flight = InFlight::start();
+    let span = tracing::info_span!(
+        "purchase",
+        message_id = %message.message_id,
+        receipt_id = field::Empty,
+        order_id = field::Empty,
+        attempt = message.receive_count,
+    );
+    async {
+        let stop_heartbeat = CancellationToken::new();
+        let work = async {
+            let disposition = decide_and_settle(&ctx, &message).await;
+            stop_heartbeat.cancel();
+            disposition
+        };
+        // The heartbeat's last change has landed before the final one is sent, so a late
+        // extension cannot undo a release or shorten a requeue delay.
+        let ((), disposition) = tokio::join!(heartbeat(&ctx, &message, &stop_heartbeat), work);
+        apply(&ctx, &message, disposition).await;
+    }
+    .instrument(span)
+    .await;
+}
+
+/// Keeps the message invisible while it is worked on, until `stop`.
+async fn heartbeat(ctx: &Context, message: &PurchaseMessage, stop: &CancellationToken) {
+    let every = (ctx.visibility_timeout / 3).max(Duration::from_secs(1));
+    loop {
+        tokio::select! {
+            biased;
+            _ = stop.cancelled() => return,
+            () = tokio::time::sleep(every) => {}
+        }
+        metrics::visibility_changed("heartbeat");
+        if let Err(e) = ctx
+            .acker
+            .visibility
+            .set(message, ctx.visibility_timeout)
+            .await
+        {
+            tracing::warn!(message = "Failed to extend the purchase's visibility.", error = %e);
+        }
+    }
+}
+
+async fn decide_and_settle(ctx: &Context, message: &PurchaseMessage) -> Disposition {
+    let decided = tokio::select! {
+        biased;
+        _ = ctx.hard_stop.cancelled() => None,
+        decided = decide_patiently(ctx, message) => decided,
+    };
+    match decided {
+        Some(Processed { event, outcome }) => {
+            settle_patiently(ctx, message, event.as_ref(), &outcome).await
+        }
+        None => Disposition::Release,
+    }
+}
+
+/// Runs the pipeline; while Bootpay refuses the credentials or is down, holds the
+/// purchase until intake reopens, then verifies again. `None` when the worker stops
+/// meanwhile.
+async fn decide_patiently(ctx: &Context, message: &PurchaseMessage) -> Option<Processed> {
+    let retry_until = || Instant::now() + ctx.retry_budget;
+    let Processed { event, mut outcome } = ctx.pipeline.process(&message.body, retry_until()).await;
+    let mut holds = 0;
+    while let (Outcome::Unavailable(error), Some(event)) = (&outcome, &event) {
+        let kind = error.kind();
+        let refused = kind == FailureKind::CredentialsRefused;
+        let outage = kind.is_transient() && ctx.intake.is_paused() && holds < MAX_HOLDS;
+        if !refused && !outage {
+            break;
+        }
+        holds += 1;
+        tracing::warn!(
+            message = "Holding the purchase until Bootpay answers again.",
+            error = %crate::error_chain(error),
+            holds,
+        );
+        tokio::select! {
+            biased;
+            _ = ctx.stop_intake.cancelled() => return None,
+            () = ctx.intake.opened() => {}
+        }
+        outcome = ctx.pipeline.verify(event, retry_until()).await;
+    }
+    Some(Processed { event, outcome })
+}
+
+/// Settles the outcome. While the result queue is unavailable, intake pauses and the
+/// purchase is kept until the queue accepts its decision or the worker stops.
+async fn settle_patiently(
+    ctx: &Context,
+    message: &PurchaseMessage,
+    event: Option<&PurchaseEvent>,
+    outcome: &Outcome,
+) -> Disposition {
+    let mut waits = crate::backoff::result_queue_outage().build();
+    loop {
+        match ctx.settler.settle(message, event, outcome).await {
+            Ok(disposition) => {
+                if matches!(outcome, Outcome::Decided(_)) {
+                    // The result queue answered, so it is there.
+                    ctx.intake.resume_from(PauseReason::ResultQueueUnavailable);
+                }
+                return disposition;
+            }
+            Err(e) => {
+                tracing::error!(
+                    message = "Failed to publish a decision; holding the purchase and pausing intake.",
+                    error = %crate::error_chain(&e),
+                );
+                ctx.intake.pause(PauseReason::ResultQueueUnavailable);
+                let wait = waits.next().unwrap_or(Duration::from_secs(30));
+                tokio::select! {
+                    biased;
+                    _ = ctx.stop_intake.cancelled() => return Disposition::Release,
+                    () = tokio::time::sleep(wait) => {}
+                }
+            }
+        }
+    }
+}
+
+async fn apply(ctx: &Context, message: &PurchaseMessage, disposition: Disposition) {
+    let result = match disposition {
+        Disposition::Ack(proof) => with_retries(|| ctx.acker.delete(message, &proof), |_| true)
+            .await
+            .map_err(|e| {
+                (
+                    "Failed to delete a handled purchase; it will be decided again.",
+                    e,
+                )
+            }),
+        Disposition::Delay { delay, .. } => {
+            metrics::visibility_changed("requeue");
+            ctx.acker
+                .visibility
+                .set(message, delay)
+                .await
+                .map_err(|e| ("Failed to delay the purchase.", e))
+        }
+        Disposition::Release => {
+            metrics::visibility_changed("release");
+            tracing::info!(message = "Releasing the purchase for another worker.");
+            ctx.acker
+                .visibility
+                .set(message, Duration::ZERO)
+                .await
+                .map_err(|e| ("Failed to release the purchase.", e))
+        }
+        Disposition::Hold => Ok(()),
+    };
+    if let Err((what, e)) = result {
+        tracing::warn!(message = what, error = %crate::error_chain(&e));
+    }
+}
