@@ -1,13 +1,18 @@
 #!/usr/bin/env bash
 # Throughput and cost of the release worker draining a backlog of purchases on a local
 # stand (an SQS emulator and bootpay-fake with a fixed latency). Options are passed to
-# scripts/bench.py; `scripts/bench.sh --help` lists them.
+# scripts/bench.py; `scripts/bench.sh --help` lists them. `scripts/bench.sh --lambda ...`
+# benchmarks the Lambda function instead (scripts/bench_lambda.py; `--lambda --help`).
 set -euo pipefail
 source "$(dirname "${BASH_SOURCE[0]}")/dev-env.sh"
 cd "$ROOT"
 ensure_moto
 
-echo "==> building receipt-verifier and bootpay-fake (release)" >&2
+echo "==> building receipt-verifier, receipt-verifier-lambda and bootpay-fake (release)" >&2
 cargo build --quiet --release --bins
 
+if [ "${1:-}" = "--lambda" ]; then
+    shift
+    exec "$VENV/bin/python" "$ROOT/scripts/bench_lambda.py" --bin-dir "$ROOT/target/release" "$@"
+fi
 exec "$VENV/bin/python" "$ROOT/scripts/bench.py" --bin-dir "$ROOT/target/release" "$@"

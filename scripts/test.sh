@@ -1,11 +1,12 @@
 #!/usr/bin/env bash
 # Runs every check and test: formatting, clippy, unit tests, and the integration tests
 # that start moto's SQS server, bootpay-fake and the worker as real processes.
-# Installs moto[server] into .venv first if it is missing.
+# Installs moto[server] and cargo-lambda into .venv first if they are missing.
 set -euo pipefail
 source "$(dirname "${BASH_SOURCE[0]}")/dev-env.sh"
 cd "$ROOT"
 ensure_moto
+ensure_cargo_lambda
 
 echo "==> cargo fmt --check" >&2
 cargo fmt --all -- --check

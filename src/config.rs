@@ -1,5 +1,7 @@
-//! Command-line and environment configuration for `receipt-verifier run`, with the
-//! checks that make a misconfigured worker refuse to start instead of misbehaving.
+//! Command-line and environment configuration for `receipt-verifier run` and the Lambda
+//! function, with the checks that make a misconfigured runtime refuse to start instead of
+//! misbehaving. Settings both runtimes share are argument groups of their own
+//! ([`BootpayArgs`], [`RequeueArgs`]), so they have one name and one check everywhere.
 
 use std::net::IpAddr;
 use std::num::NonZeroUsize;
@@ -7,6 +9,7 @@ use std::path::PathBuf;
 use std::time::Duration;
 
 use clap::Args;
+use receipt_verifier_core::Policy;
 use secrecy::SecretString;
 use url::Url;
 
@@ -14,7 +17,6 @@ use crate::bootpay::{BootpayConfig, RetryPolicy};
 use crate::observability::logging::LogFormat;
 use crate::runtime::poller::WorkerConfig;
 use crate::sqs::Requeue;
-use receipt_verifier_core::Policy;
 
 pub const DEFAULT_BOOTPAY_API_URL: &str = "https://api.bootpay.co.kr/v2";
 
@@ -30,11 +32,9 @@ pub struct QueueArgs {
     pub result_queue_url: String,
 }
 
+/// Bootpay: where, with which credentials, how patiently, and by which policy.
 #[derive(Debug, Clone, Args)]
-pub struct RunArgs {
-    #[command(flatten)]
-    pub queues: QueueArgs,
-
+pub struct BootpayArgs {
     /// Bootpay REST application id.
     #[arg(long, env = "BOOTPAY_APPLICATION_ID")]
     pub bootpay_application_id: String,
@@ -60,21 +60,26 @@ pub struct RunArgs {
     #[arg(long, env = "BOOTPAY_API_URL", default_value = DEFAULT_BOOTPAY_API_URL, value_parser = bootpay_url)]
     pub bootpay_api_url: Url,
 
-    /// Most purchases verified at once. The throughput ceiling is roughly this number
-    /// divided by Bootpay's latency (64 / 50 ms ≈ 1,280 per second).
-    #[arg(long, env = "WORKER_CONCURRENCY", default_value = "64")]
-    pub concurrency: NonZeroUsize,
-
     /// Timeout of one Bootpay HTTP request, in seconds.
     #[arg(long, env = "BOOTPAY_TIMEOUT_SECS", default_value = "10", value_parser = clap::value_parser!(u64).range(1..=120))]
     pub bootpay_timeout_secs: u64,
 
     /// How long transient Bootpay failures of one purchase are retried in process before
-    /// the purchase goes back to the queue, in seconds. Capped at 80% of the purchase
-    /// queue's visibility timeout.
+    /// the purchase goes back to the queue, in seconds. `run` holds it to 80% of the
+    /// purchase queue's visibility timeout; the Lambda to the invocation's deadline.
     #[arg(long, env = "BOOTPAY_RETRY_BUDGET_SECS", default_value = "20", value_parser = clap::value_parser!(u64).range(0..=3600))]
     pub bootpay_retry_budget_secs: u64,
 
+    /// Reject (`not_paid`) receipts Bootpay marks `sandbox`, i.e. payments made with a
+    /// test project's keys. Set it in production, where a test payment must never buy
+    /// anything.
+    #[arg(long, env = "BOOTPAY_REJECT_SANDBOX", default_value_t = false, action = clap::ArgAction::Set)]
+    pub bootpay_reject_sandbox: bool,
+}
+
+/// When an undecided purchase is tried again.
+#[derive(Debug, Clone, Args)]
+pub struct RequeueArgs {
     /// First delay before a purchase without a decision (payment not final, Bootpay
     /// failing for it) is tried again, in seconds; it doubles with each receive.
     #[arg(long, env = "REQUEUE_BASE_DELAY_SECS", default_value = "10", value_parser = clap::value_parser!(u64).range(0..=43200))]
@@ -83,6 +88,23 @@ pub struct RunArgs {
     /// Longest such delay, in seconds (SQS allows up to 43200).
     #[arg(long, env = "REQUEUE_MAX_DELAY_SECS", default_value = "3600", value_parser = clap::value_parser!(u64).range(0..=43200))]
     pub requeue_max_delay_secs: u64,
+}
+
+#[derive(Debug, Clone, Args)]
+pub struct RunArgs {
+    #[command(flatten)]
+    pub queues: QueueArgs,
+
+    #[command(flatten)]
+    pub bootpay: BootpayArgs,
+
+    #[command(flatten)]
+    pub requeue: RequeueArgs,
+
+    /// Most purchases verified at once. The throughput ceiling is roughly this number
+    /// divided by Bootpay's latency (64 / 50 ms ≈ 1,280 per second).
+    #[arg(long, env = "WORKER_CONCURRENCY", default_value = "64")]
+    pub concurrency: NonZeroUsize,
 
     /// Long-poll wait of each receive, in seconds (0–20).
     #[arg(long, env = "RECEIVE_WAIT_SECS", default_value = "20", value_parser = clap::value_parser!(u64).range(0..=20))]
@@ -111,13 +133,45 @@ pub struct RunArgs {
     #[arg(long, env = "METRICS_ADDR")]
     pub metrics_addr: Option<std::net::SocketAddr>,
 
-    /// Reject (`not_paid`) receipts Bootpay marks `sandbox`, i.e. payments made with a
-    /// test project's keys. Set it in production, where a test payment must never buy
-    /// anything.
-    #[arg(long, env = "BOOTPAY_REJECT_SANDBOX", default_value_t = false, action = clap::ArgAction::Set)]
-    pub bootpay_reject_sandbox: bool,
-
     /// Log format.
+    #[arg(long, env = "LOG_FORMAT", value_enum, default_value = "text")]
+    pub log_format: LogFormat,
+}
+
+/// The Lambda function's settings, all from its environment. The purchase queue and its
+/// DLQ are not among them: they come from each record's `eventSourceARN`.
+#[derive(Debug, Clone, clap::Parser)]
+#[command(
+    name = "receipt-verifier-lambda",
+    version,
+    about = "The Lambda function: verifies the purchases of an SQS event and publishes decisions."
+)]
+pub struct LambdaArgs {
+    /// URL of the SQS queue that decisions are published to.
+    #[arg(long, env = "RESULT_QUEUE_URL", value_parser = queue_url)]
+    pub result_queue_url: String,
+
+    #[command(flatten)]
+    pub bootpay: BootpayArgs,
+
+    #[command(flatten)]
+    pub requeue: RequeueArgs,
+
+    /// Most records of one invocation verified at once.
+    #[arg(long, env = "WORKER_CONCURRENCY", default_value = "64")]
+    pub concurrency: NonZeroUsize,
+
+    /// How long a send or visibility batch waits to fill up to ten entries, in
+    /// milliseconds.
+    #[arg(long, env = "BATCH_LINGER_MS", default_value = "20", value_parser = clap::value_parser!(u64).range(0..=1000))]
+    pub batch_linger_ms: u64,
+
+    /// Time kept back before the invocation's deadline for publishing decisions and
+    /// reporting, in milliseconds: verification stops this long before the deadline.
+    #[arg(long, env = "DEADLINE_RESERVE_MS", default_value = "2000", value_parser = clap::value_parser!(u64).range(100..=60000))]
+    pub deadline_reserve_ms: u64,
+
+    /// Log format, unless Lambda's own `AWS_LAMBDA_LOG_FORMAT` says otherwise.
     #[arg(long, env = "LOG_FORMAT", value_enum, default_value = "text")]
     pub log_format: LogFormat,
 }
@@ -133,10 +187,10 @@ pub enum ConfigError {
     EmptyKey,
 }
 
-impl RunArgs {
+impl BootpayArgs {
     /// # Errors
     /// When the private key cannot be read or is empty.
-    pub fn bootpay_config(&self) -> Result<BootpayConfig, ConfigError> {
+    pub fn config(&self) -> Result<BootpayConfig, ConfigError> {
         use secrecy::ExposeSecret;
         let private_key = match (&self.bootpay_private_key, &self.bootpay_private_key_file) {
             (Some(key), _) => key.clone(),
@@ -165,11 +219,32 @@ impl RunArgs {
         })
     }
 
+    pub fn policy(&self) -> Policy {
+        Policy {
+            reject_sandbox: self.bootpay_reject_sandbox,
+        }
+    }
+
+    pub fn retry_budget(&self) -> Duration {
+        Duration::from_secs(self.bootpay_retry_budget_secs)
+    }
+}
+
+impl RequeueArgs {
+    pub fn requeue(&self) -> Requeue {
+        Requeue {
+            base: Duration::from_secs(self.requeue_base_delay_secs),
+            max: Duration::from_secs(self.requeue_max_delay_secs),
+        }
+    }
+}
+
+impl RunArgs {
     /// The worker's tuning. The retry budget is held to 80% of the purchase queue's
     /// visibility timeout, so a purchase is decided or handed back before it could
     /// reappear; a larger setting is reported at start-up, not silently cut.
     pub fn worker_config(&self, visibility_timeout: Duration) -> WorkerConfig {
-        let wanted = Duration::from_secs(self.bootpay_retry_budget_secs);
+        let wanted = self.bootpay.retry_budget();
         let ceiling = visibility_timeout.mul_f64(0.8);
         if wanted > ceiling {
             tracing::warn!(
@@ -183,19 +258,14 @@ impl RunArgs {
             retry_budget: wanted.min(ceiling),
             concurrency: self.concurrency.get(),
             receive_wait: Duration::from_secs(self.receive_wait_secs),
-            requeue: Requeue {
-                base: Duration::from_secs(self.requeue_base_delay_secs),
-                max: Duration::from_secs(self.requeue_max_delay_secs),
-            },
+            requeue: self.requeue.requeue(),
             shutdown_grace: Duration::from_secs(self.shutdown_grace_secs),
             batch_linger: Duration::from_millis(self.batch_linger_ms),
             outage_threshold: self.outage_threshold,
             probe_min_delay: Duration::from_millis(500),
             probe_max_delay: Duration::from_secs(self.pause_probe_max_secs),
             metrics_addr: self.metrics_addr,
-            policy: Policy {
-                reject_sandbox: self.bootpay_reject_sandbox,
-            },
+            policy: self.bootpay.policy(),
         }
     }
 }

@@ -141,7 +141,7 @@ async fn run(args: RunArgs) -> anyhow::Result<()> {
     )
     .await
     .context("refusing to start")?;
-    let bootpay = args.bootpay_config().context("refusing to start")?;
+    let bootpay = args.bootpay.config().context("refusing to start")?;
     let config = args.worker_config(queues.visibility_timeout);
     poller::run(
         sqs,

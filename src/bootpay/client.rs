@@ -3,7 +3,7 @@
 use std::time::{Duration, Instant};
 
 use backon::Retryable;
-use receipt_verifier_core::Receipt;
+use receipt_verifier_core::{Deadline, Receipt};
 use reqwest::{StatusCode, header};
 use secrecy::{ExposeSecret, SecretString};
 
@@ -18,6 +18,8 @@ const DEFAULT_TOKEN_TTL: Duration = Duration::from_secs(1800);
 /// Bounds on a lifetime Bootpay states, so an absurd `expire_in` cannot overflow a clock.
 const MIN_TOKEN_TTL_SECS: f64 = 1.0;
 const MAX_TOKEN_TTL_SECS: f64 = 86_400.0;
+/// The least time an attempt is given, however close its deadline.
+const MIN_ATTEMPT_TIMEOUT: Duration = Duration::from_millis(100);
 /// A receipt id no payment has, looked up to learn whether Bootpay answers.
 const PROBE_RECEIPT_ID: &str = "receipt-verifier-probe";
 
@@ -63,8 +65,7 @@ impl BootpayClient {
         })
     }
 
-    /// `GET /receipt/{id}`, retried while the failure is transient and `retry_until` has
-    /// not passed.
+    /// `GET /receipt/{id}`, retried while the failure is transient and the deadline allows.
     ///
     /// # Errors
     /// [`BootpayError::NotFound`] for an unknown receipt; a transient error once the time
@@ -72,10 +73,12 @@ impl BootpayClient {
     pub async fn receipt(
         &self,
         receipt_id: &str,
-        retry_until: Instant,
+        deadline: Deadline,
     ) -> Result<Receipt, BootpayError> {
-        self.with_retries("receipt", retry_until, || self.receipt_once(receipt_id))
-            .await
+        self.with_retries("receipt", deadline, || {
+            self.receipt_once(receipt_id, deadline)
+        })
+        .await
     }
 
     /// `POST /confirm`: captures a payment waiting in status 2. Retried like
@@ -86,10 +89,12 @@ impl BootpayClient {
     pub async fn confirm(
         &self,
         receipt_id: &str,
-        retry_until: Instant,
+        deadline: Deadline,
     ) -> Result<Receipt, BootpayError> {
-        self.with_retries("confirm", retry_until, || self.confirm_once(receipt_id))
-            .await
+        self.with_retries("confirm", deadline, || {
+            self.confirm_once(receipt_id, deadline)
+        })
+        .await
     }
 
     /// Fetches a fresh token, bypassing the cache: the probe used to learn whether
@@ -108,7 +113,8 @@ impl BootpayClient {
     /// What either call failed with.
     pub async fn probe(&self) -> Result<(), BootpayError> {
         self.renew_token().await?;
-        match self.receipt_once(PROBE_RECEIPT_ID).await {
+        let once = Deadline::retrying_for(Duration::ZERO);
+        match self.receipt_once(PROBE_RECEIPT_ID, once).await {
             Ok(_) | Err(BootpayError::NotFound | BootpayError::Rejected { .. }) => Ok(()),
             Err(e) => Err(e),
         }
@@ -127,7 +133,7 @@ impl BootpayClient {
     async fn with_retries<T, F, Fut>(
         &self,
         endpoint: &'static str,
-        retry_until: Instant,
+        deadline: Deadline,
         call: F,
     ) -> Result<T, BootpayError>
     where
@@ -135,10 +141,12 @@ impl BootpayClient {
         Fut: Future<Output = Result<T, BootpayError>>,
     {
         call.retry(crate::backoff::bootpay_call(self.config.retry))
-            .when(|e: &BootpayError| e.is_transient() && Instant::now() < retry_until)
+            .when(|e: &BootpayError| e.is_transient() && Instant::now() < deadline.retry_until)
             .adjust(|e, delay| {
                 let delay = delay?.max(e.retry_after().unwrap_or_default());
-                let left = retry_until.saturating_duration_since(Instant::now());
+                let left = deadline
+                    .retry_until
+                    .saturating_duration_since(Instant::now());
                 (!left.is_zero()).then(|| delay.min(left))
             })
             .notify(|e, delay| {
@@ -152,12 +160,16 @@ impl BootpayClient {
             .await
     }
 
-    async fn receipt_once(&self, receipt_id: &str) -> Result<Receipt, BootpayError> {
+    async fn receipt_once(
+        &self,
+        receipt_id: &str,
+        deadline: Deadline,
+    ) -> Result<Receipt, BootpayError> {
         let mut url = self.endpoint(&v2::receipt_path(receipt_id))?;
         url.query_pairs_mut()
             .append_pair("lookup_user_data", "false");
         let wire: v2::WireReceipt = self
-            .authorized("receipt", |token| {
+            .authorized("receipt", deadline, |token| {
                 self.http
                     .get(url.clone())
                     .bearer_auth(token.expose_secret())
@@ -166,11 +178,15 @@ impl BootpayClient {
         Ok(wire.into())
     }
 
-    async fn confirm_once(&self, receipt_id: &str) -> Result<Receipt, BootpayError> {
+    async fn confirm_once(
+        &self,
+        receipt_id: &str,
+        deadline: Deadline,
+    ) -> Result<Receipt, BootpayError> {
         let url = self.endpoint(v2::CONFIRM_PATH)?;
         let body = serde_json::json!({ "receipt_id": receipt_id });
         let wire: v2::WireReceipt = self
-            .authorized("confirm", |token| {
+            .authorized("confirm", deadline, |token| {
                 self.http
                     .post(url.clone())
                     .json(&body)
@@ -180,12 +196,15 @@ impl BootpayClient {
         Ok(wire.into())
     }
 
-    /// Sends an authenticated request; on 401 renews the token once and sends it again.
+    /// Sends an authenticated request, given its request timeout to answer (less, near a
+    /// hard deadline); on 401 renews the token once and sends it again.
     async fn authorized<T: serde::de::DeserializeOwned>(
         &self,
         endpoint: &'static str,
+        deadline: Deadline,
         build: impl Fn(&SecretString) -> reqwest::RequestBuilder,
     ) -> Result<T, BootpayError> {
+        let build = |token: &SecretString| build(token).timeout(self.attempt_timeout(deadline));
         let (token, generation) = self.tokens.current(self).await?;
         match self.send(endpoint, build(&token)).await {
             Err(Unauthorized) => {
@@ -244,6 +263,20 @@ impl BootpayClient {
             ttl,
             requested_at,
         })
+    }
+
+    /// An attempt never outlives a hard deadline: the request timeout, or what is left
+    /// until the hard deadline if that is less (never below a floor that lets a fast
+    /// answer in).
+    fn attempt_timeout(&self, deadline: Deadline) -> Duration {
+        let timeout = self.config.request_timeout;
+        match deadline.hard {
+            Some(hard) => {
+                let left = hard.saturating_duration_since(Instant::now());
+                timeout.min(left).max(MIN_ATTEMPT_TIMEOUT)
+            }
+            None => timeout,
+        }
     }
 
     fn endpoint(&self, segments: &[&str]) -> Result<url::Url, BootpayError> {
@@ -362,6 +395,35 @@ mod tests {
         assert_eq!(retry_after(&headers), Some(Duration::from_secs(300)));
         headers.insert(header::RETRY_AFTER, "soon".parse().unwrap());
         assert_eq!(retry_after(&headers), None);
+    }
+
+    fn client(request_timeout: Duration) -> BootpayClient {
+        let config = BootpayConfig {
+            api_url: url::Url::parse("http://127.0.0.1:1/v2").unwrap(),
+            application_id: "app".into(),
+            private_key: SecretString::from("super-secret-key"),
+            request_timeout,
+            retry: RetryPolicy {
+                min_delay: Duration::from_millis(1),
+                max_delay: Duration::from_millis(1),
+            },
+        };
+        BootpayClient::new(config, |_| {}).unwrap()
+    }
+
+    #[test]
+    fn an_attempt_never_outlives_a_hard_deadline() {
+        let client = client(Duration::from_secs(10));
+        let soft = Deadline::retrying_for(Duration::from_secs(1));
+        assert_eq!(client.attempt_timeout(soft), Duration::from_secs(10));
+        let near = soft.hard_stop(Instant::now() + Duration::from_secs(2));
+        let timeout = client.attempt_timeout(near);
+        assert!(
+            timeout <= Duration::from_secs(2) && timeout > Duration::from_millis(1900),
+            "{timeout:?}"
+        );
+        let past = soft.hard_stop(Instant::now());
+        assert_eq!(client.attempt_timeout(past), MIN_ATTEMPT_TIMEOUT);
     }
 
     #[test]

@@ -17,9 +17,9 @@ mod error;
 mod token;
 mod v2;
 
-use std::time::{Duration, Instant};
+use std::time::Duration;
 
-use receipt_verifier_core::{Payments, PaymentsError, Receipt};
+use receipt_verifier_core::{Deadline, Payments, PaymentsError, Receipt};
 use secrecy::SecretString;
 use url::Url;
 
@@ -63,16 +63,16 @@ impl Payments for BootpayClient {
     async fn receipt(
         &self,
         receipt_id: &str,
-        retry_until: Instant,
+        deadline: Deadline,
     ) -> Result<Receipt, PaymentsError> {
-        Ok(BootpayClient::receipt(self, receipt_id, retry_until).await?)
+        Ok(BootpayClient::receipt(self, receipt_id, deadline).await?)
     }
 
     async fn confirm(
         &self,
         receipt_id: &str,
-        retry_until: Instant,
+        deadline: Deadline,
     ) -> Result<Receipt, PaymentsError> {
-        Ok(BootpayClient::confirm(self, receipt_id, retry_until).await?)
+        Ok(BootpayClient::confirm(self, receipt_id, deadline).await?)
     }
 }

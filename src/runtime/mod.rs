@@ -4,6 +4,7 @@
 //! - [`poller`]: `receipt-verifier run`, a long-running SQS poller;
 //! - [`lambda`]: `receipt-verifier-lambda`, an SQS-triggered AWS Lambda function.
 
+pub mod lambda;
 pub mod poller;
 
 /// Waits for a task and re-raises its panic, so a bug in a background task is not

@@ -44,19 +44,39 @@ pub async fn resolve(
     purchase_url: &str,
     result_url: &str,
 ) -> Result<Queues, SetupError> {
-    let unusable = |role, url: &str, e: &(dyn std::error::Error + 'static)| SetupError::Unusable {
-        role,
-        url: url.to_owned(),
-        cause: crate::error_chain(e),
-    };
+    let purchase = purchase_queue(sqs, purchase_url).await?;
+    check_result_queue(sqs, result_url).await?;
+    Ok(Queues {
+        purchase_url: purchase.url,
+        result_url: result_url.to_owned(),
+        dead_letter_url: purchase.dead_letter_url,
+        visibility_timeout: purchase.visibility_timeout,
+        max_receive_count: purchase.max_receive_count,
+    })
+}
+
+/// A purchase queue and what its attributes say.
+#[derive(Debug, Clone)]
+pub struct PurchaseQueue {
+    pub url: String,
+    pub dead_letter_url: String,
+    pub visibility_timeout: Duration,
+    pub max_receive_count: Option<u32>,
+}
+
+/// Reads a purchase queue's visibility timeout and `RedrivePolicy`, and finds its DLQ.
+///
+/// # Errors
+/// When the queue or its DLQ cannot be used, or it has no DLQ.
+pub async fn purchase_queue(sqs: &Client, url: &str) -> Result<PurchaseQueue, SetupError> {
     let attrs = sqs
         .get_queue_attributes()
-        .queue_url(purchase_url)
+        .queue_url(url)
         .attribute_names(QueueAttributeName::VisibilityTimeout)
         .attribute_names(QueueAttributeName::RedrivePolicy)
         .send()
         .await
-        .map_err(|e| unusable("purchase", purchase_url, &e))?;
+        .map_err(|e| unusable("purchase", url, &e))?;
     let attributes = attrs.attributes().cloned().unwrap_or_default();
     let visibility_timeout = attributes
         .get(&QueueAttributeName::VisibilityTimeout)
@@ -65,24 +85,39 @@ pub async fn resolve(
     let policy = attributes
         .get(&QueueAttributeName::RedrivePolicy)
         .filter(|p| !p.trim().is_empty())
-        .ok_or_else(|| SetupError::NoDeadLetterQueue(purchase_url.to_owned()))?;
+        .ok_or_else(|| SetupError::NoDeadLetterQueue(url.to_owned()))?;
     let (dlq_arn, max_receive_count) = parse_redrive_policy(policy)?;
     let dead_letter_url = queue_url_of_arn(sqs, &dlq_arn)
         .await
         .map_err(|e| unusable("dead-letter", &dlq_arn, e.as_ref()))?;
-    sqs.get_queue_attributes()
-        .queue_url(result_url)
-        .attribute_names(QueueAttributeName::QueueArn)
-        .send()
-        .await
-        .map_err(|e| unusable("result", result_url, &e))?;
-    Ok(Queues {
-        purchase_url: purchase_url.to_owned(),
-        result_url: result_url.to_owned(),
+    Ok(PurchaseQueue {
+        url: url.to_owned(),
         dead_letter_url,
         visibility_timeout,
         max_receive_count,
     })
+}
+
+/// Checks that the result queue exists and can be read.
+///
+/// # Errors
+/// [`SetupError::Unusable`] naming the queue.
+pub async fn check_result_queue(sqs: &Client, url: &str) -> Result<(), SetupError> {
+    sqs.get_queue_attributes()
+        .queue_url(url)
+        .attribute_names(QueueAttributeName::QueueArn)
+        .send()
+        .await
+        .map_err(|e| unusable("result", url, &e))?;
+    Ok(())
+}
+
+fn unusable(role: &'static str, url: &str, e: &(dyn std::error::Error + 'static)) -> SetupError {
+    SetupError::Unusable {
+        role,
+        url: url.to_owned(),
+        cause: crate::error_chain(e),
+    }
 }
 
 /// Returns the DLQ's ARN and `maxReceiveCount` (a string or a number, depending on who

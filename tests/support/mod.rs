@@ -285,6 +285,8 @@ pub struct QueueOptions {
     pub visibility_timeout_secs: u32,
     pub max_receive_count: u32,
     pub with_dlq: bool,
+    /// FIFO purchase queue and DLQ (`.fifo`, content-based deduplication).
+    pub fifo: bool,
 }
 
 impl Default for QueueOptions {
@@ -293,6 +295,7 @@ impl Default for QueueOptions {
             visibility_timeout_secs: 30,
             max_receive_count: 5,
             with_dlq: true,
+            fifo: false,
         }
     }
 }
@@ -339,12 +342,27 @@ impl Stand {
     pub async fn with(receipts: Value, options: QueueOptions, fake_args: &[&str]) -> Self {
         let (moto, fake) = tokio::join!(Moto::start(), Fake::start(receipts, fake_args));
         let sqs = moto.client();
-        let dlq_url = create_queue(&sqs, "purchases-dlq", HashMap::new()).await;
+        let (suffix, fifo) = if options.fifo {
+            (
+                ".fifo",
+                HashMap::from([
+                    (QueueAttributeName::FifoQueue, "true".to_owned()),
+                    (
+                        QueueAttributeName::ContentBasedDeduplication,
+                        "true".to_owned(),
+                    ),
+                ]),
+            )
+        } else {
+            ("", HashMap::new())
+        };
+        let dlq_url = create_queue(&sqs, &format!("purchases-dlq{suffix}"), fifo.clone()).await;
         let dlq_arn = queue_arn(&sqs, &dlq_url).await;
-        let mut attributes = HashMap::from([(
+        let mut attributes = fifo;
+        attributes.insert(
             QueueAttributeName::VisibilityTimeout,
             options.visibility_timeout_secs.to_string(),
-        )]);
+        );
         if options.with_dlq {
             attributes.insert(
                 QueueAttributeName::RedrivePolicy,
@@ -352,7 +370,7 @@ impl Stand {
                     .to_string(),
             );
         }
-        let purchase_url = create_queue(&sqs, "purchases", attributes).await;
+        let purchase_url = create_queue(&sqs, &format!("purchases{suffix}"), attributes).await;
         let result_url = create_queue(&sqs, "decisions", HashMap::new()).await;
         Self {
             moto,
@@ -571,13 +589,25 @@ pub struct Worker {
 }
 
 impl Worker {
+    /// Starts `receipt-verifier` with `args`.
     pub async fn spawn(
         args: &[&str],
         env: Vec<(String, String)>,
         overrides: &[(&str, &str)],
     ) -> Self {
+        Self::spawn_binary(env!("CARGO_BIN_EXE_receipt-verifier"), args, env, overrides).await
+    }
+
+    /// Starts one of the package's binaries with `args` and nothing but `env` (and
+    /// `PATH`) in its environment; an empty override removes a variable.
+    pub async fn spawn_binary(
+        binary: &str,
+        args: &[&str],
+        env: Vec<(String, String)>,
+        overrides: &[(&str, &str)],
+    ) -> Self {
         use std::io::BufRead;
-        let mut command = std::process::Command::new(env!("CARGO_BIN_EXE_receipt-verifier"));
+        let mut command = std::process::Command::new(binary);
         command
             .args(args)
             .env_clear()
@@ -593,7 +623,9 @@ impl Worker {
                 command.env(k, v);
             }
         }
-        let mut child = command.spawn().expect("start receipt-verifier");
+        let mut child = command
+            .spawn()
+            .unwrap_or_else(|e| panic!("start {binary}: {e}"));
         let logs = Arc::new(Mutex::new(Vec::new()));
         let logged = Arc::new(Notify::new());
         let streams: [Box<dyn std::io::Read + Send>; 2] = [

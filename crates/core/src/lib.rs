@@ -23,7 +23,7 @@ pub mod stub;
 
 pub use decision::{Decision, DecisionMessage, Reason, Verdict};
 pub use event::{Amount, DecodeError, PurchaseEvent};
-pub use payments::{FailureKind, Payments, PaymentsError};
+pub use payments::{Deadline, FailureKind, Payments, PaymentsError};
 pub use pipeline::{Outcome, Pipeline, Processed};
 pub use receipt::{PaymentStatus, Receipt};
 pub use rules::{Judgement, Policy, judge};

@@ -6,9 +6,37 @@ use std::time::Instant;
 
 use crate::receipt::Receipt;
 
+/// How long a payment call may go on: the runtime that calls knows how much time it has
+/// (a purchase kept invisible by a heartbeat; a Lambda invocation's deadline).
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub struct Deadline {
+    /// Transient failures are retried until then; an attempt already started may finish.
+    pub retry_until: Instant,
+    /// Nothing is waited for past this, not even an attempt in progress. `None`: each
+    /// attempt is bounded by the adapter's own request timeout only.
+    pub hard: Option<Instant>,
+}
+
+impl Deadline {
+    /// Retries for `budget` from now; attempts bounded by their request timeout only.
+    pub fn retrying_for(budget: std::time::Duration) -> Self {
+        Self {
+            retry_until: Instant::now() + budget,
+            hard: None,
+        }
+    }
+
+    /// Nothing past `cutoff`, retries included.
+    pub fn hard_stop(self, cutoff: Instant) -> Self {
+        Self {
+            retry_until: self.retry_until.min(cutoff),
+            hard: Some(self.hard.map_or(cutoff, |h| h.min(cutoff))),
+        }
+    }
+}
+
 /// Looks receipts up and confirms them. Implementations retry transient failures
-/// themselves, but never past `retry_until`: the runtime that calls knows how much time it
-/// has (a queue's visibility timeout, a Lambda invocation's deadline).
+/// themselves, within the caller's [`Deadline`].
 pub trait Payments: Send + Sync {
     /// The receipt as the payment service has it now.
     ///
@@ -18,7 +46,7 @@ pub trait Payments: Send + Sync {
     fn receipt(
         &self,
         receipt_id: &str,
-        retry_until: Instant,
+        deadline: Deadline,
     ) -> impl Future<Output = Result<Receipt, PaymentsError>> + Send;
 
     /// Captures a payment awaiting confirmation and returns the receipt after it.
@@ -30,7 +58,7 @@ pub trait Payments: Send + Sync {
     fn confirm(
         &self,
         receipt_id: &str,
-        retry_until: Instant,
+        deadline: Deadline,
     ) -> impl Future<Output = Result<Receipt, PaymentsError>> + Send;
 }
 
@@ -38,17 +66,17 @@ impl<P: Payments> Payments for std::sync::Arc<P> {
     fn receipt(
         &self,
         receipt_id: &str,
-        retry_until: Instant,
+        deadline: Deadline,
     ) -> impl Future<Output = Result<Receipt, PaymentsError>> + Send {
-        (**self).receipt(receipt_id, retry_until)
+        (**self).receipt(receipt_id, deadline)
     }
 
     fn confirm(
         &self,
         receipt_id: &str,
-        retry_until: Instant,
+        deadline: Deadline,
     ) -> impl Future<Output = Result<Receipt, PaymentsError>> + Send {
-        (**self).confirm(receipt_id, retry_until)
+        (**self).confirm(receipt_id, deadline)
     }
 }
 
@@ -113,5 +141,24 @@ impl std::fmt::Display for PaymentsError {
 impl std::error::Error for PaymentsError {
     fn source(&self) -> Option<&(dyn std::error::Error + 'static)> {
         self.error.source()
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use std::time::Duration;
+
+    use super::*;
+
+    #[test]
+    fn a_hard_stop_bounds_retries_too() {
+        let soft = Deadline::retrying_for(Duration::from_secs(20));
+        assert_eq!(soft.hard, None);
+        let cutoff = Instant::now() + Duration::from_secs(5);
+        let hard = soft.hard_stop(cutoff);
+        assert_eq!(hard.hard, Some(cutoff));
+        assert_eq!(hard.retry_until, cutoff);
+        let later = hard.hard_stop(cutoff + Duration::from_secs(1));
+        assert_eq!(later.hard, Some(cutoff), "the earlier stop stands");
     }
 }

@@ -5,11 +5,9 @@
 //! Invariant: `confirm` is called only on a receipt [`judge`] found
 //! [`Judgement::Confirm`], so no money is captured for a tampered purchase.
 
-use std::time::Instant;
-
 use crate::decision::{Reason, Verdict};
 use crate::event::{DecodeError, PurchaseEvent};
-use crate::payments::{FailureKind, Payments, PaymentsError};
+use crate::payments::{Deadline, FailureKind, Payments, PaymentsError};
 use crate::receipt::{PaymentStatus, Receipt};
 use crate::rules::{Judgement, Policy, judge};
 
@@ -54,7 +52,7 @@ impl<P: Payments> Pipeline<P> {
     /// Decodes and verifies one inbound body. Once decoded, the event's `receipt_id` and
     /// `order_id` are recorded on the current tracing span (where it declares them), so
     /// every later log line about the purchase carries them.
-    pub async fn process(&self, body: &str, retry_until: Instant) -> Processed {
+    pub async fn process(&self, body: &str, deadline: Deadline) -> Processed {
         let event = match PurchaseEvent::parse(body) {
             Ok(event) => event,
             Err(error) => {
@@ -67,7 +65,7 @@ impl<P: Payments> Pipeline<P> {
         let span = tracing::Span::current();
         span.record("receipt_id", event.receipt_id.as_str());
         span.record("order_id", event.order_id.as_str());
-        let outcome = self.verify(&event, retry_until).await;
+        let outcome = self.verify(&event, deadline).await;
         Processed {
             event: Some(event),
             outcome,
@@ -75,9 +73,9 @@ impl<P: Payments> Pipeline<P> {
     }
 
     /// Verifies a decoded event; never [`Outcome::Invalid`].
-    pub async fn verify(&self, event: &PurchaseEvent, retry_until: Instant) -> Outcome {
+    pub async fn verify(&self, event: &PurchaseEvent, deadline: Deadline) -> Outcome {
         let id = event.receipt_id.as_str();
-        let receipt = match self.payments.receipt(id, retry_until).await {
+        let receipt = match self.payments.receipt(id, deadline).await {
             Ok(receipt) => receipt,
             Err(e) if e.kind() == FailureKind::NotFound => {
                 return Outcome::Decided(Verdict {
@@ -93,17 +91,17 @@ impl<P: Payments> Pipeline<P> {
             Judgement::NotFinal => Outcome::NotFinal {
                 status: receipt.status,
             },
-            Judgement::Confirm => self.confirm(event, retry_until).await,
+            Judgement::Confirm => self.confirm(event, deadline).await,
         }
     }
 
-    async fn confirm(&self, event: &PurchaseEvent, retry_until: Instant) -> Outcome {
+    async fn confirm(&self, event: &PurchaseEvent, deadline: Deadline) -> Outcome {
         let id = event.receipt_id.as_str();
-        let confirmed = match self.payments.confirm(id, retry_until).await {
+        let confirmed = match self.payments.confirm(id, deadline).await {
             // Already confirmed (by an earlier delivery of this purchase whose answer was
             // lost) or changed meanwhile: look again and judge what is there now.
             Err(e) if e.kind() == FailureKind::NotConfirmReady => {
-                self.payments.receipt(id, retry_until).await
+                self.payments.receipt(id, deadline).await
             }
             other => other,
         };
@@ -163,8 +161,8 @@ mod tests {
         }
     }
 
-    fn until() -> Instant {
-        Instant::now() + Duration::from_secs(5)
+    fn until() -> Deadline {
+        Deadline::retrying_for(Duration::from_secs(5))
     }
 
     async fn decide(pipeline: &Pipeline<StubPayments>, body: serde_json::Value) -> Outcome {

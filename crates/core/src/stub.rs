@@ -4,9 +4,8 @@
 
 use std::collections::{HashMap, VecDeque};
 use std::sync::{Mutex, MutexGuard, PoisonError};
-use std::time::Instant;
 
-use crate::payments::{FailureKind, Payments, PaymentsError};
+use crate::payments::{Deadline, FailureKind, Payments, PaymentsError};
 use crate::receipt::{PaymentStatus, Receipt};
 
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
@@ -130,11 +129,11 @@ impl StubPayments {
 }
 
 impl Payments for StubPayments {
-    async fn receipt(&self, receipt_id: &str, _: Instant) -> Result<Receipt, PaymentsError> {
+    async fn receipt(&self, receipt_id: &str, _: Deadline) -> Result<Receipt, PaymentsError> {
         self.answer(receipt_id, Call::Receipt)
     }
 
-    async fn confirm(&self, receipt_id: &str, _: Instant) -> Result<Receipt, PaymentsError> {
+    async fn confirm(&self, receipt_id: &str, _: Deadline) -> Result<Receipt, PaymentsError> {
         self.answer(receipt_id, Call::Confirm)
     }
 }

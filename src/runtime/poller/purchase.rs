@@ -8,10 +8,10 @@
 //! takes it. On shutdown a held purchase is released at once.
 
 use std::sync::Arc;
-use std::time::{Duration, Instant};
+use std::time::Duration;
 
 use backon::BackoffBuilder;
-use receipt_verifier_core::{FailureKind, Outcome, Pipeline, Processed, PurchaseEvent};
+use receipt_verifier_core::{Deadline, FailureKind, Outcome, Pipeline, Processed, PurchaseEvent};
 use tokio::sync::OwnedSemaphorePermit;
 use tokio_util::sync::CancellationToken;
 use tracing::{Instrument, field};
@@ -124,8 +124,10 @@ async fn decide_and_settle(ctx: &Context, message: &PurchaseMessage) -> Disposit
 /// purchase until intake reopens, then verifies again. `None` when the worker stops
 /// meanwhile.
 async fn decide_patiently(ctx: &Context, message: &PurchaseMessage) -> Option<Processed> {
-    let retry_until = || Instant::now() + ctx.retry_budget;
-    let Processed { event, mut outcome } = ctx.pipeline.process(&message.body, retry_until()).await;
+    // A slow answer may take its whole request timeout: the heartbeat keeps the purchase
+    // invisible meanwhile, so only retries are bounded.
+    let deadline = || Deadline::retrying_for(ctx.retry_budget);
+    let Processed { event, mut outcome } = ctx.pipeline.process(&message.body, deadline()).await;
     let mut holds = 0;
     while let (Outcome::Unavailable(error), Some(event)) = (&outcome, &event) {
         let kind = error.kind();
@@ -145,7 +147,7 @@ async fn decide_patiently(ctx: &Context, message: &PurchaseMessage) -> Option<Pr
             _ = ctx.stop_intake.cancelled() => return None,
             () = ctx.intake.opened() => {}
         }
-        outcome = ctx.pipeline.verify(event, retry_until()).await;
+        outcome = ctx.pipeline.verify(event, deadline()).await;
     }
     Some(Processed { event, outcome })
 }
