@@ -221,6 +221,20 @@ def become_subreaper():
         raise OSError(ctypes.get_errno(), "prctl(PR_SET_CHILD_SUBREAPER) failed")
 
 
+def rss_breakdown_kib(pid):
+    """RssAnon (heap, stacks) and RssFile (mapped executable and libraries) of a live
+    process, from /proc/PID/status."""
+    found = {}
+    try:
+        for line in Path(f"/proc/{pid}/status").read_text().splitlines():
+            key = line.split(":", 1)[0]
+            if key in ("RssAnon", "RssFile"):
+                found[key] = int(line.split()[1])
+    except OSError:
+        pass
+    return found
+
+
 def peak_rss_kib(pid):
     """VmHWM of a live process: the peak RSS of its current program image."""
     try:
@@ -627,9 +641,12 @@ def run_one(args, concurrency, work):
         metrics_url = f"http://127.0.0.1:{metrics_port}/metrics"
         env = worker_env(args, endpoint, api_url, purchases, results, concurrency, metrics_port)
         spawned = time.monotonic()
+        # BENCH_WORKER_WRAPPER runs the worker under a tool, e.g. "valgrind --tool=callgrind
+        # --callgrind-out-file=/tmp/cg.out" to count its instructions (repeatable, unlike time).
+        wrapper = os.environ.get("BENCH_WORKER_WRAPPER", "").split()
         worker = procs.adopt(
             "receipt-verifier",
-            [str(args.bin_dir / "receipt-verifier"), "run"],
+            [*wrapper, str(args.bin_dir / "receipt-verifier"), "run"],
             env,
             work / "worker.log",
         )
@@ -721,6 +738,7 @@ def run_one(args, concurrency, work):
         scrape_ms = 1000.0 * calibration_secs / CALIBRATION_SCRAPES
 
         hwm_kib = peak_rss_kib(worker.pid)
+        breakdown = rss_breakdown_kib(worker.pid)
         status, rusage = reap(worker)
         cpu_secs = max(0.0, rusage.ru_utime + rusage.ru_stime - calibration_secs)
 
@@ -784,6 +802,8 @@ def run_one(args, concurrency, work):
             "metrics_scrape_cpu_ms": scrape_ms,
             "worker_peak_rss_mib": rusage.ru_maxrss / 1024.0,
             "worker_vm_hwm_mib": None if hwm_kib is None else hwm_kib / 1024.0,
+            "worker_rss_anon_mib": breakdown.get("RssAnon", 0) / 1024.0 or None,
+            "worker_rss_file_mib": breakdown.get("RssFile", 0) / 1024.0 or None,
             "worker_exit_status": status,
             "worker_log_warnings": warnings,
             "sqs_requests": sqs_requests,
@@ -838,7 +858,9 @@ def print_run(r, out):
          f"{r['metrics_scrapes'] * r['metrics_scrape_cpu_ms'] / 1000:.2f}s answering "
          f"{r['metrics_scrapes']} /metrics scrapes at {r['metrics_scrape_cpu_ms']:.2f} ms each)"),
         ("peak RSS", f"{r['worker_peak_rss_mib']:.1f} MiB  (ru_maxrss; VmHWM before SIGTERM "
-         f"{fmt(r['worker_vm_hwm_mib'], '.1f')} MiB)"),
+         f"{fmt(r['worker_vm_hwm_mib'], '.1f')} MiB; resident then: "
+         f"{fmt(r.get('worker_rss_anon_mib'), '.1f')} MiB anonymous, "
+         f"{fmt(r.get('worker_rss_file_mib'), '.1f')} MiB of mapped files)"),
         ("SQS requests", f"{r['sqs_requests_per_decision']:.3f}/decision  ({r['sqs_requests']:.0f}: "
          + ", ".join(f"{k} {v:.0f}" for k, v in sorted(r["sqs_requests_by_operation"].items()))
          + (f"; {r['sqs_request_errors']:.0f} failed" if r["sqs_request_errors"] else "")

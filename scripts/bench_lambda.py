@@ -53,12 +53,15 @@ class RuntimeApi:
                 pass
 
             def reply(self, status, body=b"", headers=()):
-                self.send_response(status)
-                for k, v in headers:
-                    self.send_header(k, v)
-                self.send_header("Content-Length", str(len(body)))
-                self.end_headers()
-                self.wfile.write(body)
+                try:
+                    self.send_response(status)
+                    for k, v in headers:
+                        self.send_header(k, v)
+                    self.send_header("Content-Length", str(len(body)))
+                    self.end_headers()
+                    self.wfile.write(body)
+                except (BrokenPipeError, ConnectionResetError):
+                    pass  # the function was stopped while it waited for an invocation
 
             def do_GET(self):
                 if self.path != f"{PREFIX}/invocation/next":
@@ -189,8 +192,10 @@ def run_one(args, batch, work):
 
         env = function_env(args, endpoint, api_url, results, api.port)
         spawned = time.monotonic()
+        # BENCH_WORKER_WRAPPER runs the function under a tool (see scripts/bench.py).
+        wrapper = os.environ.get("BENCH_WORKER_WRAPPER", "").split()
         function = procs.adopt("receipt-verifier-lambda",
-                               [str(args.bin_dir / "receipt-verifier-lambda")], env,
+                               [*wrapper, str(args.bin_dir / "receipt-verifier-lambda")], env,
                                work / "function.log")
         init_secs = api.wait_for_init(function) - spawned
         log(f"batch {batch}: function ready in {1000 * init_secs:.1f} ms; draining")
@@ -273,6 +278,7 @@ def run_one(args, batch, work):
             "decisions_per_sec": n / drain if drain > 0 else None,
             "function_cpu_secs": cpu_secs,
             "function_cpu_ms_per_record": 1000 * cpu_secs / n,
+            "function_sys_share": rusage.ru_stime / cpu_secs if cpu_secs else None,
             "function_peak_rss_mib": rusage.ru_maxrss / 1024,
             "function_vm_hwm_mib": None if hwm_kib is None else hwm_kib / 1024,
             "function_exit_status": status,
@@ -290,6 +296,7 @@ def run_one(args, batch, work):
 FIGURES = [
     ("init ms", "init_ms", ".1f"),
     ("CPU ms/record", "function_cpu_ms_per_record", ".3f"),
+    ("of which system", "function_sys_share", ".0%"),
     ("peak RSS MiB", "function_peak_rss_mib", ".1f"),
     ("decisions/s", "decisions_per_sec", ".0f"),
     ("function SQS req/decision", "function_sqs_requests_per_decision", ".3f"),
