@@ -115,20 +115,10 @@ where
     Ok(())
 }
 
-/// An SQS client from the standard AWS configuration chain, with timeouts so that a
-/// stalled connection cannot hold a shutdown up forever.
+/// An SQS client whose attempts outlast the 20 s long poll.
 async fn sqs_client() -> aws_sdk_sqs::Client {
     use std::time::Duration;
-    let timeouts = aws_config::timeout::TimeoutConfig::builder()
-        .connect_timeout(Duration::from_secs(5))
-        // Above the 20 s long poll.
-        .operation_attempt_timeout(Duration::from_secs(30))
-        .build();
-    let aws = aws_config::defaults(aws_config::BehaviorVersion::latest())
-        .timeout_config(timeouts)
-        .load()
-        .await;
-    aws_sdk_sqs::Client::new(&aws)
+    receipt_verifier::sqs::client(Duration::from_secs(5), Duration::from_secs(30)).await
 }
 
 async fn run(args: RunArgs) -> anyhow::Result<()> {

@@ -12,7 +12,6 @@
 mod support;
 
 use std::collections::{BTreeMap, BTreeSet, HashMap};
-use std::path::{Path, PathBuf};
 use std::time::{Duration, Instant};
 
 use aws_sdk_sqs::Client;
@@ -31,8 +30,9 @@ const TEMPLATE: &str = concat!(
 /// Deploys the template with boto3 (moto installs it), reads back what the stack made, and
 /// creates two IAM users: an administrator for the test's own calls and the worker, which
 /// gets the stack's WorkerPolicy. Then switches on moto's authentication and authorisation.
+/// Runs after [`MOTO_IAM_PY`].
 const DEPLOY: &str = r#"
-import json, sys, urllib.request
+import sys
 import boto3
 
 endpoint, template, stack, fifo = sys.argv[1:5]
@@ -49,42 +49,9 @@ cfn.create_stack(StackName=stack, TemplateBody=body,
 described = cfn.describe_stacks(StackName=stack)["Stacks"][0]
 outputs = {o["OutputKey"]: o["OutputValue"] for o in described.get("Outputs", [])}
 resources = cfn.list_stack_resources(StackName=stack)["StackResourceSummaries"]
-policy_arn = outputs["WorkerPolicyArn"]
-version = iam.get_policy(PolicyArn=policy_arn)["Policy"]["DefaultVersionId"]
-document = iam.get_policy_version(PolicyArn=policy_arn, VersionId=version)["PolicyVersion"]["Document"]
-if isinstance(document, str):
-    document = json.loads(document)
-
-def user(name, managed, inline):
-    iam.create_user(UserName=name)
-    for arn in managed:
-        iam.attach_user_policy(UserName=name, PolicyArn=arn)
-    for policy_name, statements in inline.items():
-        iam.put_user_policy(UserName=name, PolicyName=policy_name, PolicyDocument=json.dumps(
-            {"Version": "2012-10-17", "Statement": statements}))
-    key = iam.create_access_key(UserName=name)["AccessKey"]
-    return {"id": key["AccessKeyId"], "secret": key["SecretAccessKey"]}
-
-# AWS authorises SendMessageBatch, DeleteMessageBatch and ChangeMessageVisibilityBatch by the
-# non-batch action names, and GetQueueUrl against the queue's ARN. moto checks the batch
-# names themselves, and GetQueueUrl against "*". This translates the worker policy into
-# moto's terms, statement by statement, and grants nothing else.
-moto_terms = []
-for statement in document["Statement"]:
-    actions = statement["Action"] if isinstance(statement["Action"], list) else [statement["Action"]]
-    batch = [a + "Batch" for a in actions
-             if a in ("sqs:SendMessage", "sqs:DeleteMessage", "sqs:ChangeMessageVisibility")]
-    if batch:
-        moto_terms.append({"Effect": "Allow", "Action": batch, "Resource": statement["Resource"]})
-    if "sqs:GetQueueUrl" in actions:
-        moto_terms.append({"Effect": "Allow", "Action": "sqs:GetQueueUrl", "Resource": "*"})
-
-admin = user("infra-test-admin", [], {"all": [{"Effect": "Allow", "Action": "*", "Resource": "*"}]})
-worker = user("receipt-verifier", [policy_arn], {"moto-action-names": moto_terms})
-# From the next request on, moto checks credentials and permissions.
-urllib.request.urlopen(urllib.request.Request(
-    endpoint + "/moto-api/reset-auth", data=b"0", method="POST",
-    headers={"Content-Type": "text/plain"})).read()
+document = policy_document(iam, outputs["WorkerPolicyArn"])
+admin, worker = admin_and(iam, "receipt-verifier", outputs["WorkerPolicyArn"], document)
+enable_auth(endpoint)
 print(json.dumps({
     "status": described["StackStatus"],
     "outputs": outputs,
@@ -94,21 +61,6 @@ print(json.dumps({
     "worker": worker,
 }))
 "#;
-
-/// The Python of the virtualenv that holds moto (and so boto3).
-fn python() -> PathBuf {
-    if let Ok(server) = std::env::var("MOTO_SERVER") {
-        let python = Path::new(&server).with_file_name("python");
-        if python.exists() {
-            return python;
-        }
-    }
-    let venv = Path::new(env!("CARGO_MANIFEST_DIR")).join(".venv/bin/python");
-    if venv.exists() {
-        return venv;
-    }
-    PathBuf::from("python3")
-}
 
 struct Key {
     id: String,
@@ -134,9 +86,9 @@ struct Stack {
 
 impl Stack {
     async fn deploy(endpoint: &str, name: &str, fifo: bool) -> Self {
-        let out = tokio::process::Command::new(python())
+        let out = tokio::process::Command::new(venv_python())
             .arg("-c")
-            .arg(DEPLOY)
+            .arg(format!("{MOTO_IAM_PY}\n{DEPLOY}"))
             .args([
                 endpoint,
                 TEMPLATE,

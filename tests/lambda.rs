@@ -292,35 +292,9 @@ fn paid(receipt_id: &str, order_id: &str, price: i64) -> Value {
 
 #[tokio::test]
 async fn every_row_of_the_decision_table_with_one_token_for_every_invocation() {
-    let receipts = json!([
-        receipt("r-paid", "o-paid", json!(3000), 1),
-        receipt("r-replayed", "o-original", json!(3000), 1),
-        receipt("r-cheap", "o-cheap", json!(100), 1),
-        receipt("r-usd", "o-usd", json!(3000), 1),
-        receipt("r-cancelled", "o-cancelled", json!(3000), 20),
-        receipt("r-cancelling", "o-cancelling", json!(3000), -30),
-        receipt("r-failed", "o-failed", json!(3000), -1),
-        receipt("r-declined", "o-declined", json!(3000), -2),
-        receipt("r-confirm", "o-confirm", json!(12000), 2),
-        receipt("r-confirm-tampered", "o-confirm-tampered", json!(12000), 2),
-        receipt("r-float", "o-float", json!(3000.0), 1),
-    ]);
-    let stand = Stand::start(receipts).await;
-    let events = [
-        json!({"receipt_id": "r-paid", "order_id": "o-paid", "price": 3000, "currency": "krw",
-               "metadata": {"user": 42}, "event_id": "evt-1"}),
-        purchase("r-replayed", "o-attacker", json!(3000)),
-        purchase("r-cheap", "o-cheap", json!(3000)),
-        json!({"receipt_id": "r-usd", "order_id": "o-usd", "price": 3000, "currency": "USD"}),
-        purchase("r-cancelled", "o-cancelled", json!(3000)),
-        purchase("r-cancelling", "o-cancelling", json!(3000)),
-        purchase("r-failed", "o-failed", json!(3000)),
-        purchase("r-declined", "o-declined", json!(3000)),
-        purchase("r-missing", "o-missing", json!(3000)),
-        purchase("r-confirm", "o-confirm", json!(12000)),
-        purchase("r-confirm-tampered", "o-confirm-tampered", json!(1200)),
-        purchase("r-float", "o-float", json!(3000)),
-    ];
+    let table = decision_table();
+    let stand = Stand::start(table.receipts).await;
+    let events = table.events;
     for event in &events {
         stand.send_json(event).await;
     }
@@ -337,20 +311,7 @@ async fn every_row_of_the_decision_table_with_one_token_for_every_invocation() {
     let stand = &lambda.stand;
     let decisions = stand.decisions(events.len(), WAIT).await;
     let by_id = by_receipt(&decisions);
-    for (id, decision, reason) in [
-        ("r-paid", "fulfill", "verified"),
-        ("r-replayed", "reject", "order_mismatch"),
-        ("r-cheap", "reject", "price_mismatch"),
-        ("r-usd", "reject", "currency_mismatch"),
-        ("r-cancelled", "reject", "cancelled"),
-        ("r-cancelling", "reject", "cancelled"),
-        ("r-failed", "reject", "not_paid"),
-        ("r-declined", "reject", "not_paid"),
-        ("r-missing", "reject", "receipt_not_found"),
-        ("r-confirm", "fulfill", "verified"),
-        ("r-confirm-tampered", "reject", "price_mismatch"),
-        ("r-float", "fulfill", "verified"),
-    ] {
+    for (id, decision, reason) in table.expected {
         assert_eq!(by_id[id]["decision"], decision, "{id}: {}", by_id[id]);
         assert_eq!(by_id[id]["reason"], reason, "{id}: {}", by_id[id]);
     }
@@ -362,7 +323,10 @@ async fn every_row_of_the_decision_table_with_one_token_for_every_invocation() {
             body["reason"].as_str()
         );
     }
-    assert_eq!(by_id["r-paid"]["metadata"], json!({"user": 42}));
+    assert_eq!(
+        by_id["r-paid"]["metadata"],
+        json!({"user": 42, "sku": ["gem-pack"]})
+    );
     assert_eq!(by_id["r-paid"]["event_id"], "evt-1");
 
     // Confirmed once when everything matched; never when the price was tampered.
@@ -893,10 +857,9 @@ async fn a_smoke_run_through_cargo_lambdas_own_emulator() {
 
 /// Deploys the Lambda template into moto (with a placeholder zip in S3 and the key in
 /// Secrets Manager), reads back what it made, creates a user with nothing but the
-/// function's policy (translated into moto's action names, as `tests/infra.rs` explains),
-/// and switches on moto's authentication.
+/// function's policy, and switches on moto's authentication. Runs after [`MOTO_IAM_PY`].
 const DEPLOY_LAMBDA: &str = r#"
-import io, json, sys, urllib.request, zipfile
+import io, sys, zipfile
 import boto3
 
 endpoint, template, stack = sys.argv[1:4]
@@ -921,36 +884,9 @@ function = lam.get_function_configuration(FunctionName=outputs["FunctionName"])
 mapping = lam.get_event_source_mapping(UUID=outputs["EventSourceMappingId"])
 visibility = sqs.get_queue_attributes(QueueUrl=outputs["PurchaseQueueUrl"],
                                       AttributeNames=["VisibilityTimeout", "RedrivePolicy"])["Attributes"]
-policy_arn = outputs["FunctionPolicyArn"]
-version = iam.get_policy(PolicyArn=policy_arn)["Policy"]["DefaultVersionId"]
-document = iam.get_policy_version(PolicyArn=policy_arn, VersionId=version)["PolicyVersion"]["Document"]
-if isinstance(document, str):
-    document = json.loads(document)
-moto_terms = []
-for statement in document["Statement"]:
-    actions = statement["Action"] if isinstance(statement["Action"], list) else [statement["Action"]]
-    batch = [a + "Batch" for a in actions
-             if a in ("sqs:SendMessage", "sqs:DeleteMessage", "sqs:ChangeMessageVisibility")]
-    if batch:
-        moto_terms.append({"Effect": "Allow", "Action": batch, "Resource": statement["Resource"]})
-    if "sqs:GetQueueUrl" in actions:
-        moto_terms.append({"Effect": "Allow", "Action": "sqs:GetQueueUrl", "Resource": "*"})
-
-def user(name, managed, inline):
-    iam.create_user(UserName=name)
-    for arn in managed:
-        iam.attach_user_policy(UserName=name, PolicyArn=arn)
-    for policy_name, statements in inline.items():
-        iam.put_user_policy(UserName=name, PolicyName=policy_name, PolicyDocument=json.dumps(
-            {"Version": "2012-10-17", "Statement": statements}))
-    key = iam.create_access_key(UserName=name)["AccessKey"]
-    return {"id": key["AccessKeyId"], "secret": key["SecretAccessKey"]}
-
-admin = user("infra-test-admin", [], {"all": [{"Effect": "Allow", "Action": "*", "Resource": "*"}]})
-function_user = user("receipt-verifier-lambda", [policy_arn], {"moto-action-names": moto_terms})
-urllib.request.urlopen(urllib.request.Request(
-    endpoint + "/moto-api/reset-auth", data=b"0", method="POST",
-    headers={"Content-Type": "text/plain"})).read()
+document = policy_document(iam, outputs["FunctionPolicyArn"])
+admin, function_user = admin_and(iam, "receipt-verifier-lambda", outputs["FunctionPolicyArn"], document)
+enable_auth(endpoint)
 print(json.dumps({
     "status": described["StackStatus"], "outputs": outputs, "policy": document,
     "function": {k: function.get(k) for k in ("Runtime", "Handler", "Timeout", "Environment")},
@@ -959,16 +895,6 @@ print(json.dumps({
     "queue": visibility, "admin": admin, "function_user": function_user,
 }))
 "#;
-
-/// The Python of the virtualenv that holds moto (and so boto3).
-fn python() -> std::path::PathBuf {
-    let venv = std::path::Path::new(env!("CARGO_MANIFEST_DIR")).join(".venv/bin/python");
-    if venv.exists() {
-        venv
-    } else {
-        "python3".into()
-    }
-}
 
 #[tokio::test]
 async fn the_lambda_template_deploys_and_its_function_runs_with_only_its_policy() {
@@ -980,9 +906,9 @@ async fn the_lambda_template_deploys_and_its_function_runs_with_only_its_policy(
         env!("CARGO_MANIFEST_DIR"),
         "/infra/cloudformation/receipt-verifier-lambda.yaml"
     );
-    let out = tokio::process::Command::new(python())
+    let out = tokio::process::Command::new(venv_python())
         .arg("-c")
-        .arg(DEPLOY_LAMBDA)
+        .arg(format!("{MOTO_IAM_PY}\n{DEPLOY_LAMBDA}"))
         .args([&moto.endpoint, template, "rvl"])
         .output()
         .await

@@ -107,18 +107,9 @@ async fn run() -> ExitCode {
     }
 }
 
-/// An SQS client from the standard AWS configuration chain (the function's role), with
-/// timeouts well inside an invocation.
+/// An SQS client (the function's role) whose calls fit well inside an invocation.
 async fn sqs_client() -> aws_sdk_sqs::Client {
-    let timeouts = aws_config::timeout::TimeoutConfig::builder()
-        .connect_timeout(Duration::from_secs(2))
-        .operation_attempt_timeout(Duration::from_secs(5))
-        .build();
-    let aws = aws_config::defaults(aws_config::BehaviorVersion::latest())
-        .timeout_config(timeouts)
-        .load()
-        .await;
-    aws_sdk_sqs::Client::new(&aws)
+    receipt_verifier::sqs::client(Duration::from_secs(2), Duration::from_secs(5)).await
 }
 
 /// Reports an init failure to the Runtime API, so Lambda shows the message, then exits.

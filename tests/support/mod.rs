@@ -276,6 +276,63 @@ pub fn receipt(receipt_id: &str, order_id: &str, price: Value, status: i64) -> V
     })
 }
 
+/// The decision table as every runtime's end-to-end test runs it: the receipts Bootpay
+/// holds, the purchase events, and the decision and reason each event must get.
+pub struct DecisionTable {
+    pub receipts: Value,
+    pub events: Vec<Value>,
+    pub expected: Vec<(&'static str, &'static str, &'static str)>,
+}
+
+pub fn decision_table() -> DecisionTable {
+    DecisionTable {
+        receipts: json!([
+            receipt("r-paid", "o-paid", json!(3000), 1),
+            receipt("r-replayed", "o-original", json!(3000), 1),
+            receipt("r-cheap", "o-cheap", json!(100), 1),
+            receipt("r-usd", "o-usd", json!(3000), 1),
+            receipt("r-cancelled", "o-cancelled", json!(3000), 20),
+            receipt("r-cancelling", "o-cancelling", json!(3000), -30),
+            receipt("r-failed", "o-failed", json!(3000), -1),
+            receipt("r-declined", "o-declined", json!(3000), -2),
+            receipt("r-confirm", "o-confirm", json!(12000), 2),
+            receipt("r-confirm-tampered", "o-confirm-tampered", json!(12000), 2),
+            receipt("r-float", "o-float", json!(3000.0), 1),
+        ]),
+        events: vec![
+            json!({"receipt_id": "r-paid", "order_id": "o-paid", "price": 3000, "currency": "krw",
+                   "metadata": {"user": 42, "sku": ["gem-pack"]}, "event_id": "evt-1"}),
+            purchase("r-replayed", "o-attacker", json!(3000)),
+            purchase("r-cheap", "o-cheap", json!(3000)),
+            json!({"receipt_id": "r-usd", "order_id": "o-usd", "price": 3000, "currency": "USD"}),
+            purchase("r-cancelled", "o-cancelled", json!(3000)),
+            purchase("r-cancelling", "o-cancelling", json!(3000)),
+            purchase("r-failed", "o-failed", json!(3000)),
+            purchase("r-declined", "o-declined", json!(3000)),
+            purchase("r-missing", "o-missing", json!(3000)),
+            purchase("r-confirm", "o-confirm", json!(12000)),
+            purchase("r-confirm-tampered", "o-confirm-tampered", json!(1200)),
+            purchase("r-float", "o-float", json!(3000)),
+            json!({"receipt_id": "r-int-vs-float", "order_id": "o", "price": 1}),
+        ],
+        expected: vec![
+            ("r-paid", "fulfill", "verified"),
+            ("r-replayed", "reject", "order_mismatch"),
+            ("r-cheap", "reject", "price_mismatch"),
+            ("r-usd", "reject", "currency_mismatch"),
+            ("r-cancelled", "reject", "cancelled"),
+            ("r-cancelling", "reject", "cancelled"),
+            ("r-failed", "reject", "not_paid"),
+            ("r-declined", "reject", "not_paid"),
+            ("r-missing", "reject", "receipt_not_found"),
+            ("r-confirm", "fulfill", "verified"),
+            ("r-confirm-tampered", "reject", "price_mismatch"),
+            ("r-float", "fulfill", "verified"),
+            ("r-int-vs-float", "reject", "receipt_not_found"),
+        ],
+    }
+}
+
 pub fn purchase(receipt_id: &str, order_id: &str, price: Value) -> Value {
     json!({ "receipt_id": receipt_id, "order_id": order_id, "price": price })
 }
@@ -766,4 +823,70 @@ pub fn schema(name: &str) -> jsonschema::Validator {
         .should_validate_formats(true)
         .build(&schema)
         .unwrap_or_else(|e| panic!("{}: {e}", path.display()))
+}
+
+/// Python shared by the tests that deploy a CloudFormation template into moto and then run
+/// a binary with nothing but the stack's policy: read a managed policy's document, create
+/// a user with given policies and an access key, translate a policy into moto's action
+/// names, and switch on moto's authentication. Prepend it to a deploy script.
+pub const MOTO_IAM_PY: &str = r#"
+import json, urllib.request
+
+def policy_document(iam, policy_arn):
+    version = iam.get_policy(PolicyArn=policy_arn)["Policy"]["DefaultVersionId"]
+    document = iam.get_policy_version(PolicyArn=policy_arn, VersionId=version)["PolicyVersion"]["Document"]
+    return json.loads(document) if isinstance(document, str) else document
+
+def user(iam, name, managed, inline):
+    iam.create_user(UserName=name)
+    for arn in managed:
+        iam.attach_user_policy(UserName=name, PolicyArn=arn)
+    for policy_name, statements in inline.items():
+        iam.put_user_policy(UserName=name, PolicyName=policy_name, PolicyDocument=json.dumps(
+            {"Version": "2012-10-17", "Statement": statements}))
+    key = iam.create_access_key(UserName=name)["AccessKey"]
+    return {"id": key["AccessKeyId"], "secret": key["SecretAccessKey"]}
+
+# AWS authorises SendMessageBatch, DeleteMessageBatch and ChangeMessageVisibilityBatch by the
+# non-batch action names, and GetQueueUrl against the queue's ARN. moto checks the batch
+# names themselves, and GetQueueUrl against "*". This translates a policy into moto's
+# terms, statement by statement, and grants nothing else.
+def moto_terms(document):
+    terms = []
+    for statement in document["Statement"]:
+        actions = statement["Action"] if isinstance(statement["Action"], list) else [statement["Action"]]
+        batch = [a + "Batch" for a in actions
+                 if a in ("sqs:SendMessage", "sqs:DeleteMessage", "sqs:ChangeMessageVisibility")]
+        if batch:
+            terms.append({"Effect": "Allow", "Action": batch, "Resource": statement["Resource"]})
+        if "sqs:GetQueueUrl" in actions:
+            terms.append({"Effect": "Allow", "Action": "sqs:GetQueueUrl", "Resource": "*"})
+    return terms
+
+def admin_and(iam, name, policy_arn, document):
+    """An administrator for the test's own calls, and `name` with only `policy_arn`."""
+    admin = user(iam, "infra-test-admin", [], {"all": [{"Effect": "Allow", "Action": "*", "Resource": "*"}]})
+    limited = user(iam, name, [policy_arn], {"moto-action-names": moto_terms(document)})
+    return admin, limited
+
+def enable_auth(endpoint):
+    """From the next request on, moto checks credentials and permissions."""
+    urllib.request.urlopen(urllib.request.Request(
+        endpoint + "/moto-api/reset-auth", data=b"0", method="POST",
+        headers={"Content-Type": "text/plain"})).read()
+"#;
+
+/// The Python of the virtualenv that holds moto (and so boto3).
+pub fn venv_python() -> PathBuf {
+    if let Ok(server) = std::env::var("MOTO_SERVER") {
+        let python = std::path::Path::new(&server).with_file_name("python");
+        if python.exists() {
+            return python;
+        }
+    }
+    let venv = PathBuf::from(env!("CARGO_MANIFEST_DIR")).join(".venv/bin/python");
+    if venv.exists() {
+        return venv;
+    }
+    PathBuf::from("python3")
 }
