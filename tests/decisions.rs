@@ -136,10 +136,27 @@ fn the_event_schema_accepts_exactly_what_the_worker_accepts() {
         r#"{"receipt_id":"r","price":1}"#,
         r#"{"receipt_id":"r","order_id":"o","price":1,"currency":7}"#,
         r#"{"receipt_id":"r","order_id":"o","price":1,"event_id":{}}"#,
+        r#"{"receipt_id":".","order_id":"o","price":1}"#,
+        r#"{"receipt_id":"..","order_id":"o","price":1}"#,
+        r#"{"receipt_id":"...","order_id":"o","price":1}"#,
+        r#"{"receipt_id":"r\tx","order_id":"o","price":1}"#,
+        r#"{"receipt_id":"r x","order_id":"o","price":1}"#,
+        r#"{"receipt_id":"영수증","order_id":"o","price":1}"#,
+        r#"{"receipt_id":"r/1?x#%2F","order_id":"o","price":1}"#,
         r#"[{"receipt_id":"r","order_id":"o","price":1}]"#,
         r#""text""#,
     ];
-    for body in bodies {
+    let long = |n: usize| {
+        format!(
+            r#"{{"receipt_id":"{}","order_id":"o","price":1}}"#,
+            "x".repeat(n)
+        )
+    };
+    let (at_most, too_long) = (long(128), long(129));
+    for body in bodies
+        .into_iter()
+        .chain([at_most.as_str(), too_long.as_str()])
+    {
         let value: Value = serde_json::from_str(body).unwrap();
         assert_eq!(
             event_schema.is_valid(&value),

@@ -8,6 +8,7 @@ use reqwest::{StatusCode, header};
 use secrecy::{ExposeSecret, SecretString};
 
 use super::error::BootpayError;
+use super::redact::Redactor;
 use super::token::{Issued, Issuer, TokenStore, Trigger};
 use super::{BootpayConfig, CallOutcome, v2};
 
@@ -27,6 +28,8 @@ pub struct BootpayClient {
     http: reqwest::Client,
     config: BootpayConfig,
     tokens: TokenStore,
+    /// Keeps the key and tokens out of whatever an answer's text puts in an error.
+    redactor: Redactor,
     observer: Box<dyn Fn(CallOutcome) + Send + Sync>,
 }
 
@@ -59,6 +62,7 @@ impl BootpayClient {
             .map_err(BootpayError::Transport)?;
         Ok(Self {
             http,
+            redactor: Redactor::new(vec![config.private_key.clone()]),
             config,
             tokens: TokenStore::default(),
             observer: Box::new(observer),
@@ -165,7 +169,7 @@ impl BootpayClient {
         receipt_id: &str,
         deadline: Deadline,
     ) -> Result<Receipt, BootpayError> {
-        let mut url = self.endpoint(&v2::receipt_path(receipt_id))?;
+        let mut url = self.receipt_url(receipt_id)?;
         url.query_pairs_mut()
             .append_pair("lookup_user_data", "false");
         let wire: v2::WireReceipt = self
@@ -252,6 +256,8 @@ impl BootpayClient {
             .map_or(DEFAULT_TOKEN_TTL, |s| {
                 Duration::from_secs_f64(s.clamp(MIN_TOKEN_TTL_SECS, MAX_TOKEN_TTL_SECS))
             });
+        let value = SecretString::from(response.access_token);
+        self.redactor.remember(&value);
         crate::observability::metrics::token_refreshed(trigger);
         tracing::info!(
             message = "Obtained a Bootpay access token.",
@@ -259,7 +265,7 @@ impl BootpayClient {
             expires_in_secs = ttl.as_secs()
         );
         Ok(Issued {
-            value: SecretString::from(response.access_token),
+            value,
             ttl,
             requested_at,
         })
@@ -276,6 +282,38 @@ impl BootpayClient {
                 timeout.min(left).max(MIN_ATTEMPT_TIMEOUT)
             }
             None => timeout,
+        }
+    }
+
+    /// The lookup URL, checked to end in exactly the receipt id as one path segment: the
+    /// URL rules drop tabs and line breaks and resolve `.` and `..`, so an id the event
+    /// contract lets through must still never become another path or another receipt.
+    fn receipt_url(&self, receipt_id: &str) -> Result<url::Url, BootpayError> {
+        let path = v2::receipt_path(receipt_id);
+        let url = self.endpoint(&path)?;
+        let base = self
+            .config
+            .api_url
+            .path_segments()
+            .map_or(0, |s| s.filter(|s| !s.is_empty()).count());
+        let segments: Vec<&str> = url
+            .path_segments()
+            .map(Iterator::collect)
+            .unwrap_or_default();
+        let last = segments
+            .last()
+            .map(|s| percent_encoding::percent_decode_str(s).decode_utf8());
+        let exact = segments.len() == base + path.len()
+            && matches!(last, Some(Ok(ref decoded)) if decoded == receipt_id);
+        if exact {
+            Ok(url)
+        } else {
+            let shown: String = receipt_id
+                .chars()
+                .take(64)
+                .flat_map(char::escape_debug)
+                .collect();
+            Err(BootpayError::UnsafeReceiptId(shown))
         }
     }
 
@@ -338,10 +376,38 @@ impl BootpayClient {
             Err(e) => return Ok(Err(e)),
         };
         if status.is_success() {
-            return Ok(serde_json::from_slice(&body)
-                .map_err(|e| BootpayError::Malformed(format!("HTTP {status}: {e}"))));
+            // A parse error can quote a value of the body.
+            return Ok(serde_json::from_slice(&body).map_err(|e| {
+                BootpayError::Malformed(self.redactor.redact(&format!("HTTP {status}: {e}")))
+            }));
         }
-        Ok(Err(v2::classify_error(status, retry_after, &body)))
+        Ok(Err(self.redacted(v2::classify_error(
+            status,
+            retry_after,
+            &body,
+        ))))
+    }
+
+    /// The error with what it quotes of an answer redacted.
+    fn redacted(&self, error: BootpayError) -> BootpayError {
+        let redact = |text: &str| self.redactor.redact(text);
+        match error {
+            BootpayError::Rejected {
+                status,
+                code,
+                message,
+            } => BootpayError::Rejected {
+                status,
+                code: redact(&code),
+                message: redact(&message),
+            },
+            BootpayError::CredentialsRefused { status, code } => BootpayError::CredentialsRefused {
+                status,
+                code: redact(&code),
+            },
+            BootpayError::Malformed(text) => BootpayError::Malformed(redact(&text)),
+            other => other,
+        }
     }
 
     fn observe(&self, outcome: CallOutcome) {
@@ -424,6 +490,32 @@ mod tests {
         );
         let past = soft.hard_stop(Instant::now());
         assert_eq!(client.attempt_timeout(past), MIN_ATTEMPT_TIMEOUT);
+    }
+
+    #[test]
+    fn a_request_path_holds_exactly_the_receipt_id() {
+        let client = client(Duration::from_secs(1));
+        for id in [
+            "6500c8a1d01c7e0021b4c2f1",
+            "r/1?x#y",
+            "%2F..%2F",
+            "영수증",
+            "r 1",
+            "...",
+        ] {
+            let url = client.receipt_url(id).unwrap();
+            assert!(url.path().starts_with("/v2/receipt/"), "{id}: {url}");
+            assert_eq!(url.path_segments().unwrap().count(), 3, "{id}: {url}");
+        }
+        for id in [".", "..", "r-1\t", "r-1\r\n", "\n"] {
+            assert!(
+                matches!(
+                    client.receipt_url(id),
+                    Err(BootpayError::UnsafeReceiptId(_))
+                ),
+                "{id:?}"
+            );
+        }
     }
 
     #[test]

@@ -29,6 +29,10 @@ pub enum BootpayError {
     Malformed(String),
     #[error("no Bootpay token: the latest request for one failed ({0})")]
     TokenUnavailable(String),
+    /// The request's path would not hold exactly the receipt id (a URL layer rewrote it);
+    /// nothing was sent.
+    #[error("refusing to send a request whose path would not name receipt {0}")]
+    UnsafeReceiptId(String),
 }
 
 impl BootpayError {
@@ -39,7 +43,7 @@ impl BootpayError {
             Self::NotFound => FailureKind::NotFound,
             Self::NotConfirmReady => FailureKind::NotConfirmReady,
             Self::CredentialsRefused { .. } => FailureKind::CredentialsRefused,
-            Self::Rejected { .. } => FailureKind::Rejected,
+            Self::Rejected { .. } | Self::UnsafeReceiptId(_) => FailureKind::Rejected,
             Self::Unavailable { .. }
             | Self::Transport(_)
             | Self::Malformed(_)
@@ -65,6 +69,7 @@ impl BootpayError {
             Self::Transport(_) => "transport",
             Self::Malformed(_) => "malformed",
             Self::TokenUnavailable(_) => "token_unavailable",
+            Self::UnsafeReceiptId(_) => "unsafe_receipt_id",
         }
     }
 

@@ -4,16 +4,20 @@
 //!   the caller's deadline), and the classification of every answer;
 //! - [`token`]: the one access token every verification shares;
 //! - [`v2`]: v2's wire types, paths and error shape;
-//! - [`error`]: [`BootpayError`], one error type for the stage.
+//! - [`error`]: [`BootpayError`], one error type for the stage;
+//! - `redact`: keeps the key and tokens out of the text an answer puts in an error.
 //!
 //! Invariants:
 //! - the private key and tokens live in [`secrecy::SecretString`]s and are never formatted;
 //! - response bodies are read with a size cap and every request has a timeout, so a slow,
 //!   endless or huge answer becomes an error instead of a stuck task;
-//! - redirects are never followed (the token request carries the private key).
+//! - redirects are never followed (the token request carries the private key);
+//! - text taken from an answer is redacted of every secret and capped before it reaches
+//!   an error, so a proxy that quotes the request cannot put a token in the log.
 
 mod client;
 mod error;
+mod redact;
 mod token;
 mod v2;
 

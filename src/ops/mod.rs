@@ -377,8 +377,15 @@ pub fn print_table(headers: &[&str], rows: &[Vec<String>]) {
     print!("{}", table(headers, rows));
 }
 
-/// Rows as an aligned table with a header, one line each.
+/// Rows as an aligned table with a header, one line each. Cells hold text from messages
+/// (bodies, error attributes): their control characters are escaped, so that a cell can
+/// neither break its row nor send escapes to the operator's terminal.
 pub fn table(headers: &[&str], rows: &[Vec<String>]) -> String {
+    let rows: Vec<Vec<String>> = rows
+        .iter()
+        .map(|row| row.iter().map(|cell| escape_controls(cell)).collect())
+        .collect();
+    let rows = rows.as_slice();
     let mut widths: Vec<usize> = headers.iter().map(|h| h.chars().count()).collect();
     for row in rows {
         for (w, cell) in widths.iter_mut().zip(row) {
@@ -400,6 +407,27 @@ pub fn table(headers: &[&str], rows: &[Vec<String>]) -> String {
     text
 }
 
+/// `text` with control characters (and the Unicode line separators) as escapes.
+pub fn escape_controls(text: &str) -> String {
+    if !text
+        .chars()
+        .any(|c| c.is_control() || matches!(c, '\u{2028}' | '\u{2029}'))
+    {
+        return text.to_owned();
+    }
+    text.chars()
+        .flat_map(|c| {
+            let escape = c.is_control() || matches!(c, '\u{2028}' | '\u{2029}');
+            let shown: Vec<char> = if escape {
+                c.escape_default().collect()
+            } else {
+                vec![c]
+            };
+            shown
+        })
+        .collect()
+}
+
 /// Shortens `text` to `max` characters for a table cell.
 pub fn clip(text: &str, max: usize) -> String {
     if text.chars().count() <= max {
@@ -414,6 +442,23 @@ pub fn clip(text: &str, max: usize) -> String {
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    #[test]
+    fn table_cells_cannot_break_a_row_or_reach_the_terminal() {
+        let text = table(
+            &["BODY"],
+            &[
+                vec!["a\r\nforged row\u{1b}[31m\u{2028}".into()],
+                vec!["영수증 ok".into()],
+            ],
+        );
+        assert_eq!(text.lines().count(), 3, "{text}");
+        assert!(
+            text.contains(r"a\r\nforged row\u{1b}[31m\u{2028}"),
+            "{text}"
+        );
+        assert!(text.contains("영수증 ok"), "{text}");
+    }
 
     #[test]
     fn every_failed_entry_is_reported_and_a_failed_call_is_classified() {

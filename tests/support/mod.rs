@@ -240,6 +240,26 @@ impl Fake {
             .await;
     }
 
+    /// While on, the fake refuses every `/v2` call with a body quoting the request.
+    pub async fn set_echo(&self, on: bool) {
+        self.control(reqwest::Method::PUT, "echo", json!({ "on": on }))
+            .await;
+    }
+
+    /// Method and path (as sent, percent-encoded) of every request the fake received.
+    pub async fn requests(&self) -> Vec<String> {
+        let v: Value = self
+            .http
+            .get(format!("{}/_fake/requests", self.base))
+            .send()
+            .await
+            .unwrap()
+            .json()
+            .await
+            .unwrap();
+        serde_json::from_value(v["requests"].clone()).unwrap()
+    }
+
     pub async fn revoke_tokens(&self) {
         self.control(reqwest::Method::POST, "tokens/revoke", json!({}))
             .await;

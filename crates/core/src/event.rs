@@ -4,7 +4,18 @@
 //! Validation is done by hand over a `serde_json::Value` rather than with a derived
 //! `Deserialize`, because the error goes to an operator reading the dead-letter queue and
 //! must name the field and the rule, not a serde position.
+//!
+//! Two rules guard what reaches Bootpay and what other readers of the same body see:
+//! - a receipt id is 1 to 128 printable ASCII characters (`!` to `~`), and neither `.` nor
+//!   `..`: Bootpay's ids are 24 hexadecimal digits, and anything else is refused before
+//!   any request, so that no URL layer can turn it into another path or another receipt;
+//! - no key may appear twice in an object, at any depth. JSON leaves repeated names
+//!   undefined and parsers disagree (many keep the first, serde_json the last), so the
+//!   worker and whatever produced or inspected the event could see different prices.
 
+use std::fmt;
+
+use serde::de::{self, Deserializer, MapAccess, SeqAccess, Visitor};
 use serde_json::{Map, Number, Value};
 
 /// A purchase the app server wants verified before it hands out goods.
@@ -103,13 +114,21 @@ impl PurchaseEvent {
     /// # Errors
     /// A [`DecodeError`] naming the first rule the body breaks.
     pub fn parse(body: &str) -> Result<Self, DecodeError> {
-        let value: Value =
-            serde_json::from_str(body).map_err(|e| DecodeError::NotJson(e.to_string()))?;
+        let value = serde_json::from_str::<UniqueKeys>(body)
+            .map_err(|e| DecodeError::NotJson(e.to_string()))?
+            .0;
         let Value::Object(mut fields) = value else {
             return Err(DecodeError::NotAnObject(json_type(&value)));
         };
+        let receipt_id = required_id(&fields, "receipt_id")?;
+        if !is_valid_receipt_id(&receipt_id) {
+            return Err(DecodeError::InvalidField {
+                field: "receipt_id",
+                problem: RECEIPT_ID_RULE,
+            });
+        }
         Ok(Self {
-            receipt_id: required_id(&fields, "receipt_id")?,
+            receipt_id,
             order_id: required_id(&fields, "order_id")?,
             price: price(&fields)?,
             currency: optional_string(&fields, "currency")?,
@@ -117,6 +136,105 @@ impl PurchaseEvent {
             metadata: fields.remove("metadata").filter(|m| !m.is_null()),
         })
     }
+}
+
+/// What a receipt id must be, as the dead letter says it.
+pub const RECEIPT_ID_RULE: &str =
+    "must be 1 to 128 printable ASCII characters, without spaces, and not `.` or `..`";
+
+/// Whether `id` can be a Bootpay receipt id: 1 to 128 printable ASCII characters (no space,
+/// no control character), and not a dot segment a URL layer would resolve away.
+pub fn is_valid_receipt_id(id: &str) -> bool {
+    (1..=128).contains(&id.len())
+        && id.bytes().all(|b| b.is_ascii_graphic())
+        && id != "."
+        && id != ".."
+}
+
+/// A JSON value parsed like `serde_json::Value`, except that an object with a repeated key
+/// is an error naming the key.
+struct UniqueKeys(Value);
+
+impl<'de> de::Deserialize<'de> for UniqueKeys {
+    fn deserialize<D: Deserializer<'de>>(deserializer: D) -> Result<Self, D::Error> {
+        deserializer
+            .deserialize_any(UniqueKeysVisitor)
+            .map(UniqueKeys)
+    }
+}
+
+struct UniqueKeysVisitor;
+
+impl<'de> Visitor<'de> for UniqueKeysVisitor {
+    type Value = Value;
+
+    fn expecting(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        f.write_str("any JSON value")
+    }
+
+    fn visit_bool<E>(self, v: bool) -> Result<Value, E> {
+        Ok(Value::Bool(v))
+    }
+
+    fn visit_i64<E>(self, v: i64) -> Result<Value, E> {
+        Ok(Value::Number(v.into()))
+    }
+
+    fn visit_u64<E>(self, v: u64) -> Result<Value, E> {
+        Ok(Value::Number(v.into()))
+    }
+
+    fn visit_f64<E>(self, v: f64) -> Result<Value, E> {
+        // serde_json hands finite floats only.
+        Ok(Number::from_f64(v).map_or(Value::Null, Value::Number))
+    }
+
+    fn visit_str<E>(self, v: &str) -> Result<Value, E> {
+        Ok(Value::String(v.to_owned()))
+    }
+
+    fn visit_string<E>(self, v: String) -> Result<Value, E> {
+        Ok(Value::String(v))
+    }
+
+    fn visit_unit<E>(self) -> Result<Value, E> {
+        Ok(Value::Null)
+    }
+
+    fn visit_none<E>(self) -> Result<Value, E> {
+        Ok(Value::Null)
+    }
+
+    fn visit_seq<A: SeqAccess<'de>>(self, mut seq: A) -> Result<Value, A::Error> {
+        let mut items = Vec::with_capacity(seq.size_hint().unwrap_or(0).min(1024));
+        while let Some(UniqueKeys(item)) = seq.next_element()? {
+            items.push(item);
+        }
+        Ok(Value::Array(items))
+    }
+
+    fn visit_map<A: MapAccess<'de>>(self, mut map: A) -> Result<Value, A::Error> {
+        let mut object = Map::new();
+        while let Some(key) = map.next_key::<String>()? {
+            if object.contains_key(&key) {
+                return Err(de::Error::custom(format_args!(
+                    "the key {} appears twice",
+                    quoted_key(&key)
+                )));
+            }
+            let UniqueKeys(value) = map.next_value()?;
+            object.insert(key, value);
+        }
+        Ok(Value::Object(object))
+    }
+}
+
+/// A key as an operator reads it on a dead letter: in backquotes, control characters
+/// escaped, at most 64 characters.
+fn quoted_key(key: &str) -> String {
+    let shown: String = key.chars().take(64).flat_map(char::escape_debug).collect();
+    let more = if key.chars().count() > 64 { "…" } else { "" };
+    format!("`{shown}{more}`")
 }
 
 fn required_id(fields: &Map<String, Value>, field: &'static str) -> Result<String, DecodeError> {
@@ -332,16 +450,88 @@ mod tests {
         assert_eq!(ok("-1e-300").unwrap_err().code(), "invalid_field");
         assert_eq!(ok("1e400").unwrap_err().code(), "invalid_json");
         assert_eq!(ok("NaN").unwrap_err().code(), "invalid_json");
-        let unicode = parse(r#"{"receipt_id":"영수증-①","order_id":"주문 🍣","price":1}"#).unwrap();
+        let unicode = parse(r#"{"receipt_id":"r-1","order_id":"주문 🍣","price":1}"#).unwrap();
         assert_eq!(unicode.order_id, "주문 🍣");
         let long = "x".repeat(1 << 20);
-        let body = format!(r#"{{"receipt_id":"{long}","order_id":"o","price":1}}"#);
-        assert_eq!(parse(&body).unwrap().receipt_id.len(), 1 << 20);
+        let body = format!(r#"{{"receipt_id":"r","order_id":"{long}","price":1}}"#);
+        assert_eq!(parse(&body).unwrap().order_id.len(), 1 << 20);
         assert_eq!(parse("").unwrap_err().code(), "invalid_json");
         assert_eq!(
             parse("{}").unwrap_err(),
             DecodeError::MissingField("receipt_id")
         );
+    }
+
+    #[test]
+    fn receipt_ids_are_printable_ascii_of_bounded_length_and_no_dot_segment() {
+        let id = |receipt_id: &str| {
+            let body = serde_json::json!({"receipt_id": receipt_id, "order_id": "o", "price": 1});
+            parse(&body.to_string())
+        };
+        for valid in [
+            "6500c8a1d01c7e0021b4c2f1",
+            "r-paid-1001",
+            "a",
+            "...",
+            "r/1?x#y%2F",
+            &"x".repeat(128),
+        ] {
+            assert_eq!(id(valid).unwrap().receipt_id, valid);
+        }
+        let rule = DecodeError::InvalidField {
+            field: "receipt_id",
+            problem: RECEIPT_ID_RULE,
+        };
+        for invalid in [
+            ".",
+            "..",
+            "r-1\t",
+            "r-1\r\nGET /v2/receipt/other",
+            "r 1",
+            "영수증",
+            "r-\u{0}",
+            "r-\u{7f}",
+            &"x".repeat(129),
+        ] {
+            assert_eq!(id(invalid).unwrap_err(), rule, "{invalid:?}");
+        }
+    }
+
+    #[test]
+    fn a_repeated_key_is_not_json_whatever_its_depth() {
+        for (body, key) in [
+            (
+                r#"{"receipt_id":"r","order_id":"o","price":100,"price":3000}"#,
+                "`price`",
+            ),
+            (
+                r#"{"receipt_id":"r","receipt_id":"r2","order_id":"o","price":1}"#,
+                "`receipt_id`",
+            ),
+            (
+                r#"{"receipt_id":"r","order_id":"o","price":1,"metadata":{"a":{"b":1,"b":2}}}"#,
+                "`b`",
+            ),
+            (
+                r#"{"receipt_id":"r","order_id":"o","price":1,"metadata":[{"x":1,"x":1}]}"#,
+                "`x`",
+            ),
+            (
+                r#"{"receipt_id":"r","order_id":"o","price":1,"a\nb":1,"a\nb":2}"#,
+                "`a\\nb`",
+            ),
+        ] {
+            let error = parse(body).unwrap_err();
+            assert_eq!(error.code(), "invalid_json", "{body}");
+            let text = error.to_string();
+            assert!(
+                text.contains(&format!("the key {key} appears twice")),
+                "{text}"
+            );
+        }
+        // The same key in different objects is fine.
+        let ok = parse(r#"{"receipt_id":"r","order_id":"o","price":1,"metadata":{"price":2}}"#);
+        assert_eq!(ok.unwrap().metadata, Some(serde_json::json!({"price": 2})));
     }
 
     mod properties {

@@ -137,3 +137,32 @@ pub fn truncated(receipt_id: &str) -> Response {
 fn html(status: StatusCode, body: &'static str) -> Response {
     (status, [(CONTENT_TYPE, "text/html")], body).into_response()
 }
+
+/// A refusal that quotes the request: its line, every header (`Authorization` among them)
+/// and its body, with CR LF between, in Bootpay's error shape, as some WAFs answer.
+pub async fn echo(request: axum::extract::Request) -> Response {
+    let (parts, body) = request.into_parts();
+    let body = axum::body::to_bytes(body, 1 << 20)
+        .await
+        .unwrap_or_default();
+    let mut quoted = format!(
+        "Request blocked by policy.\r\n{} {}\r\n",
+        parts.method, parts.uri
+    );
+    // By name, so the quote reads the same from run to run.
+    let mut headers: Vec<_> = parts.headers.iter().collect();
+    headers.sort_by_key(|(name, _)| name.as_str());
+    for (name, value) in headers {
+        quoted.push_str(&format!(
+            "{name}: {}\r\n",
+            String::from_utf8_lossy(value.as_bytes())
+        ));
+    }
+    quoted.push_str("\r\n");
+    quoted.push_str(&String::from_utf8_lossy(&body));
+    (
+        StatusCode::FORBIDDEN,
+        Json(json!({"error_code": "REQUEST_BLOCKED", "message": quoted})),
+    )
+        .into_response()
+}

@@ -150,21 +150,33 @@ pub fn router(app: Arc<App>) -> Router {
         .route("/_fake/tokens/expire", post(revoke_tokens))
         .route("/_fake/credentials", put(set_credentials))
         .route("/_fake/outage", put(set_outage))
+        .route("/_fake/echo", put(set_echo))
+        .route("/_fake/requests", get(requests))
         .route("/_fake/chaos", put(set_chaos))
         .route("/_fake/receipts/{receipt_id}", put(put_receipt))
         .fallback(not_found)
         .method_not_allowed_fallback(not_found)
-        .layer(middleware::from_fn(log_request))
+        .layer(middleware::from_fn_with_state(app.clone(), observe))
         .with_state(app)
 }
 
-/// Logs method, path and status; never headers, bodies or query strings, which can carry
-/// credentials and tokens.
-async fn log_request(request: Request, next: Next) -> Response {
+/// Records every request's method and path (as sent) for `GET /_fake/requests`, answers
+/// `/v2` calls with a quoting refusal while echo is on, and logs method, path and status;
+/// never headers, bodies or query strings, which can carry credentials and tokens.
+async fn observe(Extract(app): Extract<Arc<App>>, request: Request, next: Next) -> Response {
     let method = request.method().clone();
     let path = request.uri().path().to_owned();
+    let echo = {
+        let mut state = app.lock();
+        state.log_request(method.as_str(), &path);
+        state.echo && path.starts_with("/v2/")
+    };
     let started = Instant::now();
-    let response = next.run(request).await;
+    let response = if echo {
+        reply::echo(request).await
+    } else {
+        next.run(request).await
+    };
     tracing::info!(
         %method,
         path,
@@ -334,6 +346,23 @@ async fn set_outage(Extract(app): Extract<Arc<App>>, body: Bytes) -> Reply {
     app.lock().outage = down;
     tracing::info!(down, "Outage switched.");
     Ok(Json(json!({ "down": down })).into_response())
+}
+
+#[derive(Deserialize)]
+#[serde(deny_unknown_fields)]
+struct EchoRequest {
+    on: bool,
+}
+
+async fn set_echo(Extract(app): Extract<Arc<App>>, body: Bytes) -> Reply {
+    let EchoRequest { on } = parse_json(&body)?;
+    app.lock().echo = on;
+    tracing::info!(on, "Echo switched.");
+    Ok(Json(json!({ "on": on })).into_response())
+}
+
+async fn requests(Extract(app): Extract<Arc<App>>) -> Json<Value> {
+    Json(json!({ "requests": app.lock().requests() }))
 }
 
 #[derive(Deserialize)]

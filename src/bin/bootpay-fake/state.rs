@@ -4,7 +4,7 @@
 //! Pure and synchronous so it can sit behind a `std::sync::Mutex`; callers pass the current
 //! time in, which keeps token expiry testable without waiting.
 
-use std::collections::{BTreeMap, HashMap};
+use std::collections::{BTreeMap, HashMap, VecDeque};
 use std::time::{Duration, Instant, SystemTime};
 
 use axum::http::StatusCode;
@@ -99,9 +99,17 @@ pub struct State {
     latest_token: Option<String>,
     receipts: HashMap<String, Receipt>,
     pub outage: bool,
+    /// While set, every `/v2` call is refused with a body that quotes the request, as some
+    /// proxies and WAFs do.
+    pub echo: bool,
     pub chaos_rate: f64,
     pub counters: Counters,
+    /// Method and path (as sent, still percent-encoded) of the latest requests.
+    requests: VecDeque<String>,
 }
+
+/// How many requests `GET /_fake/requests` remembers.
+const REQUEST_LOG: usize = 10_000;
 
 impl State {
     pub fn new(credentials: Credentials, token_ttl: Duration, chaos_rate: f64) -> Self {
@@ -112,9 +120,23 @@ impl State {
             latest_token: None,
             receipts: HashMap::new(),
             outage: false,
+            echo: false,
             chaos_rate,
             counters: Counters::default(),
+            requests: VecDeque::new(),
         }
+    }
+
+    /// Records a request's method and path.
+    pub fn log_request(&mut self, method: &str, path: &str) {
+        if self.requests.len() == REQUEST_LOG {
+            self.requests.pop_front();
+        }
+        self.requests.push_back(format!("{method} {path}"));
+    }
+
+    pub fn requests(&self) -> Vec<String> {
+        self.requests.iter().cloned().collect()
     }
 
     pub fn set_credentials(&mut self, credentials: Credentials) {
