@@ -25,7 +25,8 @@ trap cleanup EXIT
 "$MOTO_SERVER" -H 127.0.0.1 -p 0 >"$WORK/moto.log" 2>&1 &
 PIDS+=($!)
 export AWS_ACCESS_KEY_ID=demo AWS_SECRET_ACCESS_KEY=demo AWS_EC2_METADATA_DISABLED=true
-export BOOTPAY_APPLICATION_ID=demo-application-id BOOTPAY_PRIVATE_KEY=demo-private-key
+# The keys Bootpay recommends: a client key and a secret key, sent as HTTP Basic.
+export BOOTPAY_CLIENT_KEY=demo-client-key BOOTPAY_SECRET_KEY=demo-secret-key
 
 "$BIN/bootpay-fake" --receipts fixtures/demo-receipts.json >"$WORK/fake.out" 2>"$WORK/fake.log" &
 PIDS+=($!)

@@ -1,11 +1,13 @@
 #!/usr/bin/env bash
 # Runs every check and test: formatting, clippy, unit tests, and the integration tests
 # that start moto's SQS server, bootpay-fake and the worker as real processes.
-# Installs moto[server] and cargo-lambda into .venv first if they are missing.
+# Installs moto[server] and cargo-lambda into .venv, and Bootpay's SDKs into .venv-sdk and
+# tests/sdk/node, first if they are missing.
 set -euo pipefail
 source "$(dirname "${BASH_SOURCE[0]}")/dev-env.sh"
 cd "$ROOT"
 ensure_moto
+ensure_sdks
 ensure_cargo_lambda
 
 echo "==> cargo fmt --check" >&2

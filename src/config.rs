@@ -13,12 +13,10 @@ use receipt_verifier_core::Policy;
 use secrecy::SecretString;
 use url::Url;
 
-use crate::bootpay::{BootpayConfig, RetryPolicy};
+use crate::bootpay::{BootpayConfig, Credentials, Dialect, RetryPolicy};
 use crate::observability::logging::LogFormat;
 use crate::runtime::poller::WorkerConfig;
 use crate::sqs::Requeue;
-
-pub const DEFAULT_BOOTPAY_API_URL: &str = "https://api.bootpay.co.kr/v2";
 
 /// The queues every command works on.
 #[derive(Debug, Clone, Args)]
@@ -33,11 +31,44 @@ pub struct QueueArgs {
 }
 
 /// Bootpay: where, with which credentials, how patiently, and by which policy.
+///
+/// Two kinds of credentials: a client key and a secret key, sent as HTTP Basic on every
+/// call (what Bootpay recommends; v2 only), or an application id and a private key,
+/// exchanged for an access token. Exactly one complete pair is needed; when both are set
+/// the client and secret keys are used.
 #[derive(Debug, Clone, Args)]
 pub struct BootpayArgs {
-    /// Bootpay REST application id.
+    /// Bootpay client key, sent with the secret key as HTTP Basic on every call (v2 only;
+    /// recommended by Bootpay).
+    #[arg(
+        long,
+        env = "BOOTPAY_CLIENT_KEY",
+        conflicts_with = "bootpay_client_key_file"
+    )]
+    pub bootpay_client_key: Option<String>,
+
+    /// File holding the client key; surrounding whitespace is ignored.
+    #[arg(long, env = "BOOTPAY_CLIENT_KEY_FILE")]
+    pub bootpay_client_key_file: Option<PathBuf>,
+
+    /// Bootpay secret key (secret). Prefer BOOTPAY_SECRET_KEY_FILE in containers.
+    #[arg(
+        long,
+        env = "BOOTPAY_SECRET_KEY",
+        hide_env_values = true,
+        value_parser = secret,
+        conflicts_with = "bootpay_secret_key_file"
+    )]
+    pub bootpay_secret_key: Option<SecretString>,
+
+    /// File holding the secret key (e.g. a mounted secret); surrounding whitespace is
+    /// ignored.
+    #[arg(long, env = "BOOTPAY_SECRET_KEY_FILE")]
+    pub bootpay_secret_key_file: Option<PathBuf>,
+
+    /// Bootpay REST application id, with the private key exchanged for an access token.
     #[arg(long, env = "BOOTPAY_APPLICATION_ID")]
-    pub bootpay_application_id: String,
+    pub bootpay_application_id: Option<String>,
 
     /// Bootpay REST private key (secret). Prefer BOOTPAY_PRIVATE_KEY_FILE in containers.
     #[arg(
@@ -45,7 +76,6 @@ pub struct BootpayArgs {
         env = "BOOTPAY_PRIVATE_KEY",
         hide_env_values = true,
         value_parser = secret,
-        required_unless_present = "bootpay_private_key_file",
         conflicts_with = "bootpay_private_key_file"
     )]
     pub bootpay_private_key: Option<SecretString>,
@@ -55,10 +85,16 @@ pub struct BootpayArgs {
     #[arg(long, env = "BOOTPAY_PRIVATE_KEY_FILE")]
     pub bootpay_private_key_file: Option<PathBuf>,
 
-    /// Bootpay v2 base URL; `/request/token`, `/receipt/{id}` and `/confirm` are appended.
-    /// Must be https, except on a loopback host.
-    #[arg(long, env = "BOOTPAY_API_URL", default_value = DEFAULT_BOOTPAY_API_URL, value_parser = bootpay_url)]
-    pub bootpay_api_url: Url,
+    /// Bootpay API dialect: v2 (2022 onward) or the legacy v1.
+    #[arg(long, env = "BOOTPAY_API_VERSION", value_enum, default_value = "v2")]
+    pub bootpay_api_version: Dialect,
+
+    /// Bootpay base URL [default: https://api.bootpay.co.kr/v2; with v1,
+    /// https://api.bootpay.co.kr]. v2 appends `/request/token`, `/receipt/{id}` and
+    /// `/confirm`; v1 `/request/token`, `/receipt/{id}` and `/submit`. Must be https, except
+    /// on a loopback host.
+    #[arg(long, env = "BOOTPAY_API_URL", value_parser = bootpay_url)]
+    pub bootpay_api_url: Option<Url>,
 
     /// Timeout of one Bootpay HTTP request, in seconds.
     #[arg(long, env = "BOOTPAY_TIMEOUT_SECS", default_value = "10", value_parser = clap::value_parser!(u64).range(1..=120))]
@@ -178,39 +214,129 @@ pub struct LambdaArgs {
 
 #[derive(Debug, thiserror::Error)]
 pub enum ConfigError {
-    #[error("cannot read BOOTPAY_PRIVATE_KEY_FILE {path}: {source}")]
+    #[error("cannot read {variable} {path}: {source}")]
     KeyFile {
+        variable: &'static str,
         path: PathBuf,
         source: std::io::Error,
     },
-    #[error("the Bootpay private key is empty")]
-    EmptyKey,
+    #[error("{0} is empty")]
+    Empty(&'static str),
+    #[error("{have} is set but {missing} is not: the two go together")]
+    HalfAPair {
+        have: &'static str,
+        missing: &'static str,
+    },
+    #[error(
+        "no Bootpay credentials: set BOOTPAY_CLIENT_KEY and BOOTPAY_SECRET_KEY (recommended by \
+         Bootpay), or BOOTPAY_APPLICATION_ID and BOOTPAY_PRIVATE_KEY"
+    )]
+    NoCredentials,
+    #[error(
+        "BOOTPAY_API_VERSION=v1 has no client/secret-key authentication: with v1 use \
+         BOOTPAY_APPLICATION_ID and BOOTPAY_PRIVATE_KEY, or use v2"
+    )]
+    BasicAuthWithV1,
+}
+
+/// A setting that may come from its variable or from a file its `_FILE` variable names.
+fn from_value_or_file(
+    value: Option<SecretString>,
+    file: Option<&PathBuf>,
+    variable: &'static str,
+    file_variable: &'static str,
+) -> Result<Option<SecretString>, ConfigError> {
+    use secrecy::ExposeSecret;
+    let value = match (value, file) {
+        (Some(value), _) => value,
+        (None, Some(path)) => {
+            let text = std::fs::read_to_string(path).map_err(|source| ConfigError::KeyFile {
+                variable: file_variable,
+                path: path.clone(),
+                source,
+            })?;
+            SecretString::from(text.trim().to_owned())
+        }
+        (None, None) => return Ok(None),
+    };
+    if value.expose_secret().trim().is_empty() {
+        return Err(ConfigError::Empty(variable));
+    }
+    Ok(Some(value))
 }
 
 impl BootpayArgs {
+    /// The Bootpay client's configuration: the dialect, its base URL, and one complete
+    /// pair of credentials (client and secret keys when both pairs are set).
+    ///
     /// # Errors
-    /// When the private key cannot be read or is empty.
+    /// When a key cannot be read or is empty, a pair is incomplete, there is none, or
+    /// client and secret keys are given for v1.
     pub fn config(&self) -> Result<BootpayConfig, ConfigError> {
         use secrecy::ExposeSecret;
-        let private_key = match (&self.bootpay_private_key, &self.bootpay_private_key_file) {
-            (Some(key), _) => key.clone(),
-            (None, Some(path)) => {
-                let text =
-                    std::fs::read_to_string(path).map_err(|source| ConfigError::KeyFile {
-                        path: path.clone(),
-                        source,
-                    })?;
-                SecretString::from(text.trim().to_owned())
-            }
-            (None, None) => return Err(ConfigError::EmptyKey),
-        };
-        if private_key.expose_secret().trim().is_empty() {
-            return Err(ConfigError::EmptyKey);
-        }
-        Ok(BootpayConfig {
-            api_url: self.bootpay_api_url.clone(),
-            application_id: self.bootpay_application_id.clone(),
+        let client_key = from_value_or_file(
+            self.bootpay_client_key.clone().map(SecretString::from),
+            self.bootpay_client_key_file.as_ref(),
+            "BOOTPAY_CLIENT_KEY",
+            "BOOTPAY_CLIENT_KEY_FILE",
+        )?;
+        let secret_key = from_value_or_file(
+            self.bootpay_secret_key.clone(),
+            self.bootpay_secret_key_file.as_ref(),
+            "BOOTPAY_SECRET_KEY",
+            "BOOTPAY_SECRET_KEY_FILE",
+        )?;
+        let private_key = from_value_or_file(
+            self.bootpay_private_key.clone(),
+            self.bootpay_private_key_file.as_ref(),
+            "BOOTPAY_PRIVATE_KEY",
+            "BOOTPAY_PRIVATE_KEY_FILE",
+        )?;
+        let application_id = self
+            .bootpay_application_id
+            .clone()
+            .filter(|id| !id.trim().is_empty());
+        let basic = pair(
+            client_key,
+            secret_key,
+            "BOOTPAY_CLIENT_KEY",
+            "BOOTPAY_SECRET_KEY",
+        )?;
+        let token = pair(
+            application_id.map(SecretString::from),
             private_key,
+            "BOOTPAY_APPLICATION_ID",
+            "BOOTPAY_PRIVATE_KEY",
+        )?;
+        let credentials = match (basic, token) {
+            (Some((client_key, secret_key)), token) => {
+                if self.bootpay_api_version == Dialect::V1 {
+                    return Err(ConfigError::BasicAuthWithV1);
+                }
+                if token.is_some() {
+                    tracing::warn!(
+                        message = "Both kinds of Bootpay credentials are set; using the client and secret keys (BOOTPAY_APPLICATION_ID and BOOTPAY_PRIVATE_KEY are not used)."
+                    );
+                }
+                Credentials::Basic {
+                    client_key: client_key.expose_secret().to_owned(),
+                    secret_key,
+                }
+            }
+            (None, Some((application_id, private_key))) => Credentials::Token {
+                application_id: application_id.expose_secret().to_owned(),
+                private_key,
+            },
+            (None, None) => return Err(ConfigError::NoCredentials),
+        };
+        let api_url = match &self.bootpay_api_url {
+            Some(url) => url.clone(),
+            None => self.bootpay_api_version.default_url(),
+        };
+        Ok(BootpayConfig {
+            api_url,
+            dialect: self.bootpay_api_version,
+            credentials,
             request_timeout: Duration::from_secs(self.bootpay_timeout_secs),
             retry: RetryPolicy {
                 min_delay: Duration::from_millis(200),
@@ -227,6 +353,27 @@ impl BootpayArgs {
 
     pub fn retry_budget(&self) -> Duration {
         Duration::from_secs(self.bootpay_retry_budget_secs)
+    }
+}
+
+/// Both halves of a pair, neither, or an error naming the missing half.
+fn pair(
+    first: Option<SecretString>,
+    second: Option<SecretString>,
+    first_name: &'static str,
+    second_name: &'static str,
+) -> Result<Option<(SecretString, SecretString)>, ConfigError> {
+    match (first, second) {
+        (Some(first), Some(second)) => Ok(Some((first, second))),
+        (None, None) => Ok(None),
+        (Some(_), None) => Err(ConfigError::HalfAPair {
+            have: first_name,
+            missing: second_name,
+        }),
+        (None, Some(_)) => Err(ConfigError::HalfAPair {
+            have: second_name,
+            missing: first_name,
+        }),
     }
 }
 
@@ -312,6 +459,70 @@ pub fn bootpay_url(value: &str) -> Result<Url, String> {
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    fn args() -> BootpayArgs {
+        BootpayArgs {
+            bootpay_client_key: None,
+            bootpay_client_key_file: None,
+            bootpay_secret_key: None,
+            bootpay_secret_key_file: None,
+            bootpay_application_id: None,
+            bootpay_private_key: None,
+            bootpay_private_key_file: None,
+            bootpay_api_version: Dialect::V2,
+            bootpay_api_url: None,
+            bootpay_timeout_secs: 10,
+            bootpay_retry_budget_secs: 20,
+            bootpay_reject_sandbox: false,
+        }
+    }
+
+    #[test]
+    fn one_complete_pair_of_credentials_is_needed_and_client_keys_win() {
+        let error = |a: BootpayArgs| a.config().unwrap_err().to_string();
+        assert!(error(args()).contains("no Bootpay credentials"));
+
+        let mut half = args();
+        half.bootpay_client_key = Some("client".into());
+        assert!(error(half).contains("BOOTPAY_CLIENT_KEY is set but BOOTPAY_SECRET_KEY is not"));
+        let mut half = args();
+        half.bootpay_private_key = Some(SecretString::from("pk"));
+        assert!(
+            error(half).contains("BOOTPAY_PRIVATE_KEY is set but BOOTPAY_APPLICATION_ID is not")
+        );
+
+        let mut basic = args();
+        basic.bootpay_client_key = Some("client".into());
+        basic.bootpay_secret_key = Some(SecretString::from("secret"));
+        let config = basic.config().unwrap();
+        assert!(matches!(config.credentials, Credentials::Basic { .. }));
+        assert_eq!(config.api_url.as_str(), "https://api.bootpay.co.kr/v2");
+
+        let mut both = basic.clone();
+        both.bootpay_application_id = Some("app".into());
+        both.bootpay_private_key = Some(SecretString::from("pk"));
+        assert!(matches!(
+            both.config().unwrap().credentials,
+            Credentials::Basic { .. }
+        ));
+
+        let mut v1_basic = basic;
+        v1_basic.bootpay_api_version = Dialect::V1;
+        assert!(error(v1_basic).contains("v1 has no client/secret-key authentication"));
+
+        let mut v1 = args();
+        v1.bootpay_api_version = Dialect::V1;
+        v1.bootpay_application_id = Some("app".into());
+        v1.bootpay_private_key = Some(SecretString::from("pk"));
+        let config = v1.config().unwrap();
+        assert!(matches!(config.credentials, Credentials::Token { .. }));
+        assert_eq!(config.api_url.as_str(), "https://api.bootpay.co.kr/");
+
+        let mut empty = args();
+        empty.bootpay_client_key = Some("client".into());
+        empty.bootpay_secret_key = Some(SecretString::from("  "));
+        assert!(error(empty).contains("BOOTPAY_SECRET_KEY is empty"));
+    }
 
     #[test]
     fn bootpay_url_must_be_https_unless_loopback() {

@@ -17,14 +17,28 @@ use support::*;
 const WAIT: Duration = Duration::from_secs(60);
 
 #[tokio::test]
-async fn every_row_of_the_decision_table() {
+async fn every_row_of_the_decision_table_under_v2_with_a_token() {
+    every_row_of_the_decision_table(Mode::V2Token).await;
+}
+
+#[tokio::test]
+async fn every_row_of_the_decision_table_under_v2_with_client_and_secret_keys() {
+    every_row_of_the_decision_table(Mode::V2Basic).await;
+}
+
+#[tokio::test]
+async fn every_row_of_the_decision_table_under_v1() {
+    every_row_of_the_decision_table(Mode::V1).await;
+}
+
+async fn every_row_of_the_decision_table(mode: Mode) {
     let table = decision_table();
     let stand = Stand::start(table.receipts).await;
     let events = table.events;
     for event in &events {
         stand.send_json(event).await;
     }
-    let worker = stand.worker(&[]).await;
+    let worker = stand.worker_in(mode, &[]).await;
     let decisions = stand.decisions(events.len(), WAIT).await;
     let by_id = by_receipt(&decisions);
 
@@ -73,6 +87,30 @@ async fn every_row_of_the_decision_table() {
         (0, 2),
         "a tampered payment must never be confirmed"
     );
+
+    // The worker spoke the mode's dialect, with the mode's credentials.
+    let requests: Vec<String> = stand
+        .fake
+        .requests()
+        .await
+        .into_iter()
+        .filter(|r| !r.contains("/_fake/"))
+        .collect();
+    let count = |wanted: &str| requests.iter().filter(|r| r.as_str() == wanted).count();
+    match mode {
+        Mode::V2Token | Mode::V2Basic => {
+            assert!(requests.iter().all(|r| r.contains(" /v2/")), "{requests:?}");
+            let tokens = usize::from(mode == Mode::V2Token);
+            assert_eq!(count("POST /v2/request/token"), tokens, "{requests:?}");
+            assert_eq!(count("POST /v2/confirm"), 1, "{requests:?}");
+        }
+        Mode::V1 => {
+            assert!(requests.iter().all(|r| !r.contains("/v2")), "{requests:?}");
+            assert_eq!(count("POST /request/token"), 1, "{requests:?}");
+            assert_eq!(count("POST /submit"), 1, "{requests:?}");
+            assert_eq!(count("GET /receipt/r-paid"), 1, "{requests:?}");
+        }
+    }
 
     // Every purchase was deleted after its decision; nothing was dead-lettered.
     eventually("the purchase queue to drain", WAIT, || async {

@@ -20,6 +20,8 @@ use serde_json::{Value, json};
 
 const APP_ID: &str = "test-app";
 const PRIVATE_KEY: &str = "test-key";
+const CLIENT_KEY: &str = "test-client";
+const SECRET_KEY: &str = "test-secret";
 const STARTUP_TIMEOUT: Duration = Duration::from_secs(30);
 
 /// A running fake, killed (and its fixture removed) on drop.
@@ -28,7 +30,7 @@ struct Fake {
     fixture: PathBuf,
     /// `http://127.0.0.1:PORT/v2`, as printed by the fake.
     api: String,
-    /// `http://127.0.0.1:PORT`.
+    /// `http://127.0.0.1:PORT`, printed second as the v1 URL.
     root: String,
     http: reqwest::Client,
 }
@@ -51,23 +53,26 @@ impl Fake {
         // The read blocks, so it runs on a thread and the wait is bounded.
         let (tx, rx) = mpsc::channel();
         std::thread::spawn(move || {
-            let mut line = String::new();
-            let _ = BufReader::new(stdout).read_line(&mut line);
-            let _ = tx.send(line);
+            let mut stdout = BufReader::new(stdout);
+            let (mut first, mut second) = (String::new(), String::new());
+            let _ = stdout.read_line(&mut first);
+            let _ = stdout.read_line(&mut second);
+            let _ = tx.send((first, second));
         });
-        let line = match rx.recv_timeout(STARTUP_TIMEOUT) {
-            Ok(line) => line,
+        let (first, second) = match rx.recv_timeout(STARTUP_TIMEOUT) {
+            Ok(lines) => lines,
             Err(error) => {
                 let _ = child.kill();
-                panic!("bootpay-fake did not announce its URL: {error}");
+                panic!("bootpay-fake did not announce its URLs: {error}");
             }
         };
-        let api = line
+        let api = first
             .trim()
             .strip_prefix("BOOTPAY_API_URL=")
-            .unwrap_or_else(|| panic!("unexpected first stdout line {line:?}"))
+            .unwrap_or_else(|| panic!("unexpected first stdout line {first:?}"))
             .to_owned();
         let root = api.strip_suffix("/v2").expect("URL ends in /v2").to_owned();
+        assert_eq!(second, format!("BOOTPAY_V1_API_URL={root}\n"));
         Self {
             child,
             fixture,
@@ -79,6 +84,10 @@ impl Fake {
 
     fn v2(&self, path: &str) -> String {
         format!("{}/{path}", self.api)
+    }
+
+    fn v1(&self, path: &str) -> String {
+        format!("{}/{path}", self.root)
     }
 
     fn control(&self, path: &str) -> String {
@@ -152,6 +161,64 @@ impl Fake {
             .await
             .expect("stats JSON")
     }
+
+    /// A token from v1's `POST /request/token`, posted as a form.
+    async fn v1_token(&self) -> String {
+        let response = self
+            .v1_form(
+                "request/token",
+                None,
+                &format!("application_id={APP_ID}&private_key={PRIVATE_KEY}"),
+            )
+            .await;
+        let (status, body) = envelope(response).await;
+        assert_eq!(status, StatusCode::OK, "{body}");
+        body["data"]["token"].as_str().expect("token").to_owned()
+    }
+
+    /// A v1 GET with the token raw in `Authorization`, as v1 sends it.
+    async fn v1_get(&self, path: &str, token: Option<&str>) -> reqwest::Response {
+        let mut request = self.http.get(self.v1(path));
+        if let Some(token) = token {
+            request = request.header(AUTHORIZATION, token);
+        }
+        request.send().await.expect("v1 request")
+    }
+
+    /// A v1 POST of a form body, as the python modules send it.
+    async fn v1_form(&self, path: &str, token: Option<&str>, form: &str) -> reqwest::Response {
+        let mut request = self
+            .http
+            .post(self.v1(path))
+            .header(CONTENT_TYPE, "application/x-www-form-urlencoded")
+            .body(form.to_owned());
+        if let Some(token) = token {
+            request = request.header(AUTHORIZATION, token);
+        }
+        request.send().await.expect("v1 request")
+    }
+
+    /// A v1 POST of a JSON body, as the Java, Node and Go modules send it.
+    async fn v1_json(&self, path: &str, token: &str, body: Value) -> reqwest::Response {
+        self.http
+            .post(self.v1(path))
+            .header(AUTHORIZATION, token)
+            .json(&body)
+            .send()
+            .await
+            .expect("v1 request")
+    }
+
+    /// A v2 POST authenticated with `Basic base64(client_key:secret_key)`.
+    async fn post_basic(&self, path: &str, secret_key: &str, body: Value) -> reqwest::Response {
+        self.http
+            .post(self.v2(path))
+            .basic_auth(CLIENT_KEY, Some(secret_key))
+            .json(&body)
+            .send()
+            .await
+            .expect("v2 request")
+    }
 }
 
 impl Drop for Fake {
@@ -168,6 +235,7 @@ fn fake_command() -> Command {
     command
         .args(["--listen", "127.0.0.1:0"])
         .args(["--application-id", APP_ID, "--private-key", PRIVATE_KEY])
+        .args(["--client-key", CLIENT_KEY, "--secret-key", SECRET_KEY])
         .env_remove("BOOTPAY_FAKE_RECEIPTS")
         .env_remove("BOOTPAY_FAKE_LATENCY_MS")
         .env_remove("BOOTPAY_FAKE_CHAOS_RATE")
@@ -213,6 +281,29 @@ fn paid(receipt_id: &str) -> Value {
 
 fn awaiting_confirm(receipt_id: &str) -> Value {
     json!({ "receipt_id": receipt_id, "order_id": "o-2", "price": 12000, "status": 2 })
+}
+
+/// A v1 answer: its HTTP status and its envelope, whose `status` must repeat the HTTP
+/// status, and whose `code` is 0 on success and negative otherwise.
+async fn envelope(response: reqwest::Response) -> (StatusCode, Value) {
+    let status = response.status();
+    let content_type = response.headers()[CONTENT_TYPE].to_str().expect("ascii");
+    assert!(
+        content_type.starts_with("application/json"),
+        "{content_type}"
+    );
+    let body: Value = response.json().await.expect("envelope JSON");
+    assert_eq!(body["status"], status.as_u16(), "{body}");
+    let code = body["code"].as_i64().expect("numeric code");
+    let message = body["message"].as_str().expect("message");
+    if status.is_success() {
+        assert_eq!((code, message), (0, ""), "{body}");
+        assert!(body["data"].is_object(), "{body}");
+    } else {
+        assert!(code < 0 && !message.is_empty(), "{body}");
+        assert_eq!(body["data"], Value::Null, "{body}");
+    }
+    (status, body)
 }
 
 async fn error_code(response: reqwest::Response) -> String {
@@ -693,4 +784,503 @@ fn exits_cleanly_on_sigterm() {
     assert!(killed.success());
     let status = wait_with_limit(&mut fake.child, Duration::from_secs(10));
     assert!(status.success(), "{status:?}");
+}
+
+#[tokio::test]
+async fn v1_tokens_from_forms_and_json_at_either_path() {
+    let fake = Fake::start(json!([paid("r-1")]));
+
+    let response = fake
+        .v1_form(
+            "request/token",
+            None,
+            &format!("application_id={APP_ID}&private_key={PRIVATE_KEY}"),
+        )
+        .await;
+    let (status, body) = envelope(response).await;
+    assert_eq!(status, StatusCode::OK);
+    let data = &body["data"];
+    let token = data["token"].as_str().expect("token");
+    assert!(!token.is_empty());
+    let server_time = data["server_time"].as_u64().expect("server_time");
+    assert_eq!(data["expired_at"].as_u64(), Some(server_time + 1800));
+
+    // JSON at the `.json` path: the same token, with the same expiry.
+    let response = fake
+        .http
+        .post(fake.v1("request/token.json"))
+        .json(&json!({ "application_id": APP_ID, "private_key": PRIVATE_KEY }))
+        .send()
+        .await
+        .expect("token request");
+    let (status, again) = envelope(response).await;
+    assert_eq!(status, StatusCode::OK);
+    assert_eq!(again["data"]["token"], token);
+    assert_eq!(again["data"]["expired_at"], data["expired_at"]);
+
+    for form in [
+        format!("application_id={APP_ID}&private_key=wrong"),
+        format!("application_id={APP_ID}"),
+        String::new(),
+    ] {
+        let (status, body) = envelope(fake.v1_form("request/token", None, &form).await).await;
+        assert_eq!(status, StatusCode::UNAUTHORIZED);
+        assert_eq!(body["code"], -2410);
+    }
+
+    // One token store: a v1 token works on v2 and a v2 token on v1.
+    assert_eq!(
+        fake.lookup("r-1", Some(token)).await.status(),
+        StatusCode::OK
+    );
+    fake.post_control("tokens/revoke").await;
+    let v2_token = fake.token().await;
+    let (status, _) = envelope(fake.v1_get("receipt/r-1", Some(&v2_token)).await).await;
+    assert_eq!(status, StatusCode::OK);
+
+    let stats = fake.stats().await;
+    assert_eq!(stats["token_requests"], 6);
+    assert_eq!(stats["tokens_issued"], 2);
+    assert_eq!(stats["token_rejected"], 3);
+}
+
+#[tokio::test]
+async fn v1_lookups_take_the_raw_token_and_answer_v1s_shape() {
+    let mut receipt = paid("r-1");
+    receipt["method"] = json!("카드");
+    receipt["method_symbol"] = json!("card");
+    receipt["pg"] = json!("나이스페이먼츠");
+    receipt["tax_free"] = json!(0);
+    receipt["requested_at"] = json!("2024-05-01T10:00:00+09:00");
+    receipt["purchased_at"] = json!("2024-05-01T01:00:31Z");
+    receipt["receipt_url"] = json!("https://door.bootpay.co.kr/receipt/r-1");
+    let fake = Fake::start(json!([receipt]));
+    let token = fake.v1_token().await;
+
+    let expected = json!({
+        "receipt_id": "r-1", "order_id": "o-r-1", "name": "Gems", "price": 3000,
+        "tax_free": 0, "remain_price": 3000, "remain_tax_free": 0, "cancelled_price": 0,
+        "cancelled_tax_free": 0, "receipt_url": "https://door.bootpay.co.kr/receipt/r-1",
+        "unit": "krw", "pg": "나이스페이먼츠", "method": "card", "pg_name": "나이스페이먼츠",
+        "method_name": "카드", "requested_at": "2024-05-01 10:00:00",
+        "purchased_at": "2024-05-01 10:00:31", "revoked_at": null, "status": 1,
+        "status_en": "complete", "status_ko": "결제완료"
+    });
+    for path in ["receipt/r-1", "receipt/r-1.json"] {
+        let (status, body) = envelope(fake.v1_get(path, Some(&token)).await).await;
+        assert_eq!(status, StatusCode::OK, "{path}");
+        assert_eq!(body["data"], expected, "{path}");
+    }
+
+    // A Bearer prefix is v2's; v1 refuses it like a bad token.
+    for authorization in [
+        Some(format!("Bearer {token}")),
+        Some("made-up".to_owned()),
+        None,
+    ] {
+        let response = fake.v1_get("receipt/r-1", authorization.as_deref()).await;
+        let (status, body) = envelope(response).await;
+        assert_eq!(status, StatusCode::UNAUTHORIZED, "{authorization:?}");
+        assert_eq!(body["code"], -2400);
+    }
+
+    let (status, body) = envelope(fake.v1_get("receipt/nope", Some(&token)).await).await;
+    assert_eq!(status, StatusCode::NOT_FOUND);
+    assert_eq!(body["message"], "영수증 정보를 찾지 못했습니다.");
+
+    // Unknown routes and methods get v1's envelope too.
+    for response in [
+        fake.v1_get("nowhere", Some(&token)).await,
+        fake.v1_get("submit", Some(&token)).await,
+    ] {
+        let (status, _) = envelope(response).await;
+        assert_eq!(status, StatusCode::NOT_FOUND);
+    }
+
+    let stats = fake.stats().await;
+    assert_eq!(stats["receipt_requests"], 6);
+    assert_eq!(stats["receipts"]["r-1"]["lookups"], 5);
+    assert_eq!(stats["unauthorized"], 3);
+}
+
+#[tokio::test]
+async fn v1_submit_confirms_awaiting_receipts_once() {
+    let fake = Fake::start(json!([awaiting_confirm("r-2"), awaiting_confirm("r-3")]));
+    let token = fake.v1_token().await;
+
+    let (status, body) = envelope(
+        fake.v1_form("submit.json", Some(&token), "receipt_id=r-2")
+            .await,
+    )
+    .await;
+    assert_eq!(status, StatusCode::OK);
+    assert_eq!(body["data"]["receipt_id"], "r-2");
+    assert_eq!(body["data"]["status"], 1);
+    assert_eq!(body["data"]["status_en"], "complete");
+    let purchased_at = body["data"]["purchased_at"].as_str().expect("purchased_at");
+    assert_eq!(
+        purchased_at.len(),
+        "2024-05-01 10:00:31".len(),
+        "{purchased_at}"
+    );
+
+    // v2 sees the same receipt, paid.
+    let receipt: Value = fake
+        .lookup("r-2", Some(&token))
+        .await
+        .json()
+        .await
+        .expect("receipt");
+    assert_eq!(receipt["status"], 1);
+    assert_eq!(receipt["status_locale"], "결제완료");
+
+    let (status, body) = envelope(
+        fake.v1_json("submit", &token, json!({ "receipt_id": "r-2" }))
+            .await,
+    )
+    .await;
+    assert_eq!(status, StatusCode::BAD_REQUEST);
+    assert!(body["message"].is_string());
+    let (status, _) = envelope(
+        fake.v1_json("submit", &token, json!({ "receipt_id": "r-3" }))
+            .await,
+    )
+    .await;
+    assert_eq!(status, StatusCode::OK);
+    let (status, _) = envelope(
+        fake.v1_json("submit", &token, json!({ "receipt_id": "nope" }))
+            .await,
+    )
+    .await;
+    assert_eq!(status, StatusCode::NOT_FOUND);
+    let (status, _) = envelope(fake.v1_form("submit", Some(&token), "").await).await;
+    assert_eq!(status, StatusCode::BAD_REQUEST);
+
+    let stats = fake.stats().await;
+    assert_eq!(stats["confirm_requests"], 5);
+    assert_eq!(stats["receipts"]["r-2"]["confirms"], 2);
+}
+
+#[tokio::test]
+async fn v1_cancels_in_full_in_parts_and_once_per_cancel_id() {
+    let fake = Fake::start(json!([
+        paid("r-full"),
+        paid("r-part"),
+        awaiting_confirm("r-unpaid")
+    ]));
+    let token = fake.v1_token().await;
+    let cancel = |form: &'static str| fake.v1_form("cancel.json", Some(&token), form);
+
+    let (status, first) =
+        envelope(cancel("receipt_id=r-part&price=1000&cancel_id=c-1&name=test&reason=why").await)
+            .await;
+    assert_eq!(status, StatusCode::OK);
+    let data = &first["data"];
+    assert_eq!(data["receipt_id"], "r-part");
+    assert_eq!(data["request_cancel_price"], 1000);
+    assert_eq!(data["cancelled_price"], 1000);
+    assert_eq!(data["remain_price"], 2000);
+    assert_eq!(data["cancelled_tax_free"], 0);
+    assert_eq!(data["remain_tax_free"], 0);
+    assert_eq!(data["tid"], "T1");
+    assert!(data["revoked_at"].is_string());
+
+    // The same cancel_id: the same answer, no second cancel.
+    let (status, repeated) =
+        envelope(cancel("receipt_id=r-part&price=1000&cancel_id=c-1").await).await;
+    assert_eq!(status, StatusCode::OK);
+    assert_eq!(repeated, first);
+
+    // JSON at the bare path; another id adds up.
+    let response = fake
+        .v1_json(
+            "cancel",
+            &token,
+            json!({ "receipt_id": "r-part", "price": 500, "cancel_id": "c-2" }),
+        )
+        .await;
+    let (status, second) = envelope(response).await;
+    assert_eq!(status, StatusCode::OK);
+    assert_eq!(second["data"]["cancelled_price"], 1500);
+
+    for (form, expected) in [
+        (
+            "receipt_id=r-part&price=1501&cancel_id=c-3",
+            StatusCode::BAD_REQUEST,
+        ),
+        (
+            "receipt_id=r-part&price=0&cancel_id=c-3",
+            StatusCode::BAD_REQUEST,
+        ),
+        ("receipt_id=r-part&price=lots", StatusCode::BAD_REQUEST),
+        ("receipt_id=r-unpaid", StatusCode::BAD_REQUEST),
+        ("receipt_id=nope", StatusCode::NOT_FOUND),
+        ("price=1", StatusCode::BAD_REQUEST),
+    ] {
+        let (status, _) = envelope(cancel(form).await).await;
+        assert_eq!(status, expected, "{form}");
+    }
+
+    let (status, full) = envelope(cancel("receipt_id=r-full").await).await;
+    assert_eq!(status, StatusCode::OK);
+    assert_eq!(full["data"]["request_cancel_price"], 3000);
+    assert_eq!(full["data"]["remain_price"], 0);
+    let (status, _) = envelope(cancel("receipt_id=r-full").await).await;
+    assert_eq!(status, StatusCode::BAD_REQUEST);
+
+    let (_, looked_up) = envelope(fake.v1_get("receipt/r-part", Some(&token)).await).await;
+    assert_eq!(looked_up["data"]["status"], 20);
+    assert_eq!(looked_up["data"]["status_en"], "cancelled");
+    assert_eq!(looked_up["data"]["remain_price"], 1500);
+
+    let stats = fake.stats().await;
+    assert_eq!(stats["cancel_requests"], 11);
+    assert_eq!(stats["receipts"]["r-part"]["cancels"], 6);
+    assert_eq!(stats["receipts"]["r-unpaid"]["status"], 2);
+}
+
+#[tokio::test]
+async fn v1_shares_the_outage_and_the_faults() {
+    let mut flaky = paid("r-flaky");
+    flaky["fault"] = json!({ "fail_first": 2, "fail_status": 429, "retry_after_secs": 3 });
+    let fake = Fake::start(json!([flaky]));
+    let token = fake.v1_token().await;
+
+    // fail_first counts v1 and v2 calls together; v1's failure is an envelope.
+    let response = fake.v1_get("receipt/r-flaky", Some(&token)).await;
+    assert_eq!(response.headers()[RETRY_AFTER], "3");
+    let (status, _) = envelope(response).await;
+    assert_eq!(status, StatusCode::TOO_MANY_REQUESTS);
+    assert_eq!(
+        fake.lookup("r-flaky", Some(&token)).await.status(),
+        StatusCode::TOO_MANY_REQUESTS
+    );
+    let (status, _) = envelope(fake.v1_get("receipt/r-flaky", Some(&token)).await).await;
+    assert_eq!(status, StatusCode::OK);
+
+    fake.put_control("outage", json!({ "down": true })).await;
+    for response in [
+        fake.v1_get("receipt/r-flaky", Some(&token)).await,
+        fake.v1_form("request/token", None, "application_id=a&private_key=b")
+            .await,
+        fake.v1_get("nowhere", None).await,
+    ] {
+        assert_eq!(response.status(), StatusCode::SERVICE_UNAVAILABLE);
+        assert_eq!(response.headers()[CONTENT_TYPE], "text/html");
+    }
+    fake.put_control("outage", json!({ "down": false })).await;
+
+    let stats = fake.stats().await;
+    assert_eq!(stats["receipts"]["r-flaky"]["lookups"], 4);
+    assert_eq!(stats["token_requests"], 2);
+}
+
+#[tokio::test]
+async fn v1_chaos_answers_in_envelopes() {
+    let fake = Fake::start_with(
+        json!([paid("r-1")]),
+        &["--chaos-rate", "1", "--chaos-timeout-ms", "20"],
+    );
+    let token = fake.v1_token().await;
+    for _ in 0..25 {
+        let response = fake.v1_get("receipt/r-1", Some(&token)).await;
+        let status = response.status();
+        let body = response.bytes().await.expect("body");
+        let parsed = serde_json::from_slice::<Value>(&body);
+        match status {
+            StatusCode::OK => assert!(parsed.is_err(), "200 with a whole body: {parsed:?}"),
+            StatusCode::TOO_MANY_REQUESTS | StatusCode::SERVICE_UNAVAILABLE => {
+                let envelope = parsed.expect("JSON envelope");
+                assert_eq!(envelope["status"], status.as_u16());
+                assert!(envelope["code"].as_i64().is_some_and(|c| c < 0));
+            }
+            StatusCode::BAD_GATEWAY => assert!(parsed.is_err()),
+            other => panic!("unexpected chaos status {other}"),
+        }
+    }
+}
+
+#[tokio::test]
+async fn v2_accepts_basic_keys() {
+    let fake = Fake::start(json!([paid("r-1"), awaiting_confirm("r-2")]));
+
+    let response = fake
+        .http
+        .get(fake.v2("receipt/r-1?lookup_user_data=false"))
+        .basic_auth(CLIENT_KEY, Some(SECRET_KEY))
+        .send()
+        .await
+        .expect("lookup request");
+    assert_eq!(response.status(), StatusCode::OK);
+    assert_eq!(
+        response.json::<Value>().await.expect("receipt"),
+        paid("r-1")
+    );
+    let response = fake
+        .post_basic("confirm", SECRET_KEY, json!({ "receipt_id": "r-2" }))
+        .await;
+    assert_eq!(response.status(), StatusCode::OK);
+    let response = fake
+        .post_basic(
+            "cancel",
+            SECRET_KEY,
+            json!({ "receipt_id": "r-1", "cancel_price": 100 }),
+        )
+        .await;
+    assert_eq!(response.status(), StatusCode::OK);
+
+    let response = fake
+        .post_basic("confirm", "wrong", json!({ "receipt_id": "r-2" }))
+        .await;
+    assert_eq!(response.status(), StatusCode::UNAUTHORIZED);
+    assert_eq!(error_code(response).await, "TOKEN_KEY_INVALID");
+    // Basic is v2's: v1 wants its raw token.
+    let (status, _) = envelope(
+        fake.http
+            .get(fake.v1("receipt/r-1"))
+            .basic_auth(CLIENT_KEY, Some(SECRET_KEY))
+            .send()
+            .await
+            .expect("lookup request"),
+    )
+    .await;
+    assert_eq!(status, StatusCode::UNAUTHORIZED);
+
+    // Rotated keys: the old pair is refused, the new one accepted; the rest stays.
+    fake.put_control(
+        "credentials",
+        json!({ "client_key": CLIENT_KEY, "secret_key": "rotated" }),
+    )
+    .await;
+    let response = fake
+        .post_basic("cancel", SECRET_KEY, json!({ "receipt_id": "r-1" }))
+        .await;
+    assert_eq!(error_code(response).await, "TOKEN_KEY_INVALID");
+    let response = fake
+        .post_basic("cancel", "rotated", json!({ "receipt_id": "r-1" }))
+        .await;
+    assert_eq!(response.status(), StatusCode::OK);
+    assert!(!fake.token().await.is_empty());
+
+    let stats = fake.stats().await;
+    assert_eq!(stats["unauthorized"], 3);
+    assert_eq!(stats["tokens_issued"], 1);
+}
+
+#[tokio::test]
+async fn v2_cancels_add_up_and_refuse_what_bootpay_refuses() {
+    let fake = Fake::start(json!([
+        paid("r-1"),
+        paid("r-2"),
+        awaiting_confirm("r-unpaid")
+    ]));
+    let token = fake.token().await;
+    let cancel = |body: Value| fake.post_v2("cancel", &token, body);
+
+    // Two partial cancels with their own ids add up (status 20 from the first).
+    let response =
+        cancel(json!({ "receipt_id": "r-1", "cancel_price": 1000, "cancel_id": "c-1" })).await;
+    assert_eq!(response.status(), StatusCode::OK);
+    let receipt: Value = response.json().await.expect("receipt");
+    assert_eq!(receipt["status"], 20);
+    assert_eq!(receipt["status_locale"], "결제취소완료");
+    assert_eq!(receipt["cancelled_price"], 1000);
+    let response =
+        cancel(json!({ "receipt_id": "r-1", "cancel_price": 500, "cancel_id": "c-2" })).await;
+    assert_eq!(response.status(), StatusCode::OK);
+    let receipt: Value = response.json().await.expect("receipt");
+    assert_eq!(receipt["cancelled_price"], 1500);
+
+    // The same cancel_id again answers the receipt as it is, without cancelling again.
+    let response =
+        cancel(json!({ "receipt_id": "r-1", "cancel_price": 500, "cancel_id": "c-2" })).await;
+    assert_eq!(response.status(), StatusCode::OK);
+    let repeated: Value = response.json().await.expect("receipt");
+    assert_eq!(repeated, receipt);
+
+    for (body, code) in [
+        (
+            json!({ "receipt_id": "r-1", "cancel_price": 1501 }),
+            "RC_CANCEL_PRICE_EXCEEDED",
+        ),
+        (
+            json!({ "receipt_id": "r-1", "cancel_price": 0 }),
+            "RC_CANCEL_PRICE_EXCEEDED",
+        ),
+        (
+            json!({ "receipt_id": "r-1", "cancel_price": -1 }),
+            "RC_CANCEL_PRICE_EXCEEDED",
+        ),
+        (json!({ "receipt_id": "r-unpaid" }), "RC_NOT_CANCELLABLE"),
+        (
+            json!({ "receipt_id": "r-unpaid", "cancel_price": 1 }),
+            "RC_NOT_CANCELLABLE",
+        ),
+    ] {
+        let response = cancel(body.clone()).await;
+        assert_eq!(response.status(), StatusCode::BAD_REQUEST, "{body}");
+        assert_eq!(error_code(response).await, code, "{body}");
+    }
+    let response = cancel(json!({ "receipt_id": "nope" })).await;
+    assert_eq!(response.status(), StatusCode::NOT_FOUND);
+
+    // What remains goes without an amount; after that nothing can be cancelled.
+    let response =
+        cancel(json!({ "receipt_id": "r-1", "cancel_id": "", "cancel_price": null })).await;
+    assert_eq!(response.status(), StatusCode::OK);
+    let receipt: Value = response.json().await.expect("receipt");
+    assert_eq!(receipt["cancelled_price"], 3000);
+    for body in [
+        json!({ "receipt_id": "r-1" }),
+        json!({ "receipt_id": "r-1", "cancel_price": 1, "cancel_id": "c-9" }),
+    ] {
+        let response = cancel(body).await;
+        assert_eq!(response.status(), StatusCode::BAD_REQUEST);
+        assert_eq!(error_code(response).await, "RC_ALREADY_CANCELLED");
+    }
+    // A full cancel straight away.
+    let response = cancel(json!({ "receipt_id": "r-2", "cancel_id": "f-1" })).await;
+    let receipt: Value = response.json().await.expect("receipt");
+    assert_eq!(receipt["cancelled_price"], 3000);
+    assert!(receipt["cancelled_at"].is_string());
+
+    let stats = fake.stats().await;
+    assert_eq!(stats["receipts"]["r-1"]["cancels"], 9);
+    assert_eq!(stats["receipts"]["r-unpaid"]["status"], 2);
+}
+
+#[tokio::test]
+async fn token_expiry_is_fixed_when_the_token_is_issued() {
+    let fake = Fake::start(json!([]));
+    let request = || {
+        fake.http
+            .post(fake.v2("request/token"))
+            .json(&json!({ "application_id": APP_ID, "private_key": PRIVATE_KEY }))
+            .send()
+    };
+    let first: Value = request().await.expect("token").json().await.expect("JSON");
+    // Into the next second of the server's clock.
+    std::thread::sleep(Duration::from_millis(1100));
+    let again: Value = request().await.expect("token").json().await.expect("JSON");
+    assert_eq!(again["access_token"], first["access_token"]);
+    assert_eq!(again["expired_at"], first["expired_at"]);
+    let (t0, t1) = (
+        first["server_time"].as_u64().expect("server_time"),
+        again["server_time"].as_u64().expect("server_time"),
+    );
+    assert!(t1 > t0, "{first} {again}");
+    let expire_in = again["expire_in"].as_u64().expect("expire_in");
+    assert!((1798..1800).contains(&expire_in), "{again}");
+
+    // v1 hands out the same token with the same expiry.
+    let response = fake
+        .v1_form(
+            "request/token",
+            None,
+            &format!("application_id={APP_ID}&private_key={PRIVATE_KEY}"),
+        )
+        .await;
+    let (_, body) = envelope(response).await;
+    assert_eq!(body["data"]["token"], first["access_token"]);
+    assert_eq!(body["data"]["expired_at"], first["expired_at"]);
 }

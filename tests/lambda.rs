@@ -58,6 +58,15 @@ impl Lambda {
     }
 
     async fn with_timeout(stand: Stand, timeout: Duration, overrides: &[(&str, &str)]) -> Self {
+        Self::launch(stand, Mode::V2Token, timeout, overrides).await
+    }
+
+    async fn launch(
+        stand: Stand,
+        mode: Mode,
+        timeout: Duration,
+        overrides: &[(&str, &str)],
+    ) -> Self {
         let simulator = Simulator::builder()
             .function_name("receipt-verifier")
             .invocation_timeout(timeout)
@@ -65,7 +74,7 @@ impl Lambda {
             .await
             .expect("start lambda-simulator");
         let mut env: Vec<(String, String)> = stand
-            .worker_env()
+            .worker_env_in(mode)
             .into_iter()
             .filter(|(k, _)| k != "PURCHASE_QUEUE_URL")
             .chain(simulator.lambda_env_vars())
@@ -367,6 +376,43 @@ async fn every_row_of_the_decision_table_with_one_token_for_every_invocation() {
         bootpay, served,
         "the function counts what the fake served: {stats}"
     );
+}
+
+#[tokio::test]
+async fn the_decision_table_under_v1_and_with_client_and_secret_keys() {
+    for mode in [Mode::V1, Mode::V2Basic] {
+        let table = decision_table();
+        let stand = Stand::start(table.receipts).await;
+        for event in &table.events {
+            stand.send_json(event).await;
+        }
+        let mut lambda = Lambda::launch(stand, mode, FUNCTION_TIMEOUT, &[]).await;
+        lambda.drain(10).await;
+        let stand = &lambda.stand;
+        let decisions = stand.decisions(table.events.len(), WAIT).await;
+        let by_id = by_receipt(&decisions);
+        for (id, decision, reason) in &table.expected {
+            assert_eq!(
+                by_id[*id]["decision"], *decision,
+                "{mode:?} {id}: {}",
+                by_id[*id]
+            );
+            assert_eq!(
+                by_id[*id]["reason"], *reason,
+                "{mode:?} {id}: {}",
+                by_id[*id]
+            );
+        }
+        let stats = stand.fake.stats().await;
+        let tokens = u64::from(mode == Mode::V1);
+        assert_eq!(stats["token_requests"], tokens, "{mode:?}: {stats}");
+        for line in lambda.logs() {
+            assert!(
+                !line.contains(SECRET_KEY) && !line.contains(PRIVATE_KEY),
+                "{line}"
+            );
+        }
+    }
 }
 
 #[tokio::test]

@@ -166,6 +166,20 @@ async fn a_virtual_account_deposit_is_fulfilled_once_it_arrives() {
 
 #[tokio::test]
 async fn refused_credentials_pause_intake_without_rejecting_anything() {
+    refused_credentials_pause_intake(Mode::V2Token).await;
+}
+
+#[tokio::test]
+async fn refused_client_and_secret_keys_pause_intake_without_rejecting_anything() {
+    refused_credentials_pause_intake(Mode::V2Basic).await;
+}
+
+#[tokio::test]
+async fn refused_v1_credentials_pause_intake_without_rejecting_anything() {
+    refused_credentials_pause_intake(Mode::V1).await;
+}
+
+async fn refused_credentials_pause_intake(mode: Mode) {
     let stand = Stand::with(
         json!([
             receipt("r-1", "o-1", json!(5), 1),
@@ -175,11 +189,13 @@ async fn refused_credentials_pause_intake_without_rejecting_anything() {
         &[],
     )
     .await;
-    let worker = stand.worker(&[("PAUSE_PROBE_MAX_SECS", "1")]).await;
+    let worker = stand
+        .worker_in(mode, &[("PAUSE_PROBE_MAX_SECS", "1")])
+        .await;
     worker.wait_for_log(&["Worker started."], WAIT).await;
-    // The key is rotated at Bootpay while the worker holds a token issued under the old one.
-    stand.fake.set_credentials(APP_ID, "rotated-key").await;
-    stand.fake.revoke_tokens().await;
+    // The key is rotated at Bootpay while the worker runs (holding a token issued under
+    // the old one, where there is a token).
+    stand.fake.refuse(mode).await;
     stand.send_json(&purchase("r-1", "o-1", json!(5))).await;
     worker
         .wait_for_log(&["Intake paused", "credentials_refused"], WAIT)
@@ -190,14 +206,25 @@ async fn refused_credentials_pause_intake_without_rejecting_anything() {
     // A purchase that arrives meanwhile is held too (or left queued), never decided.
     stand.send_json(&purchase("r-2", "o-2", json!(5))).await;
     eventually("several refused probes", WAIT, || async {
-        let s = stand.fake.stats().await;
-        (s["token_rejected"].as_u64().unwrap_or(0) >= 3).then_some(())
+        let refused = match mode {
+            Mode::V2Basic => stand
+                .fake
+                .requests()
+                .await
+                .iter()
+                .filter(|r| r.ends_with("/receipt/receipt-verifier-probe"))
+                .count() as u64,
+            Mode::V2Token | Mode::V1 => stand.fake.stats().await["token_rejected"]
+                .as_u64()
+                .unwrap_or(0),
+        };
+        (refused >= 3).then_some(())
     })
     .await;
     assert_eq!(stand.depth(&stand.result_url).await, 0);
     assert_eq!(stand.depth(&stand.dlq_url).await, 0);
 
-    stand.fake.set_credentials(APP_ID, PRIVATE_KEY).await;
+    stand.fake.accept().await;
     let decisions = stand.decisions(2, WAIT).await;
     assert!(
         decisions.iter().all(|(d, _)| d["decision"] == "fulfill"),
@@ -406,6 +433,48 @@ async fn a_crash_mid_batch_loses_nothing() {
     })
     .await;
     assert_eq!(stand.depth(&stand.dlq_url).await, 0);
+}
+
+#[tokio::test]
+async fn the_secret_key_never_reaches_the_logs() {
+    let stand = Stand::start(json!([receipt("r-1", "o-1", json!(1), 1)])).await;
+    stand.send_json(&purchase("r-1", "o-1", json!(1))).await;
+    let mut worker = stand
+        .worker_in(
+            Mode::V2Basic,
+            &[("RUST_LOG", "trace"), ("LOG_FORMAT", "json")],
+        )
+        .await;
+    stand.decisions(1, WAIT).await;
+    worker.signal("TERM");
+    worker.exit_code(WAIT).await;
+    let logs = worker.logs().join("\n");
+    assert!(logs.contains("Decision published."));
+    assert!(!logs.contains(SECRET_KEY), "the secret key was logged");
+    // Nor its HTTP Basic form.
+    let basic = base64_of(&format!("{CLIENT_KEY}:{SECRET_KEY}"));
+    assert!(!logs.contains(&basic), "the Basic credentials were logged");
+}
+
+/// Standard base64, as HTTP Basic encodes credentials.
+fn base64_of(text: &str) -> String {
+    const ALPHABET: &[u8; 64] = b"ABCDEFGHIJKLMNOPQRSTUVWXYZabcdefghijklmnopqrstuvwxyz0123456789+/";
+    let bytes = text.as_bytes();
+    let mut out = String::new();
+    for chunk in bytes.chunks(3) {
+        let n = chunk
+            .iter()
+            .enumerate()
+            .fold(0u32, |n, (i, b)| n | u32::from(*b) << (16 - 8 * i));
+        for i in 0..4 {
+            if i <= chunk.len() {
+                out.push(ALPHABET[(n >> (18 - 6 * i) & 63) as usize] as char);
+            } else {
+                out.push('=');
+            }
+        }
+    }
+    out
 }
 
 #[tokio::test]

@@ -68,7 +68,41 @@ async fn refuses_unusable_queue_and_bootpay_urls() {
     assert!(logs.contains("only for a loopback host"), "{logs}");
 
     let logs = refusal(&stand, &[("BOOTPAY_PRIVATE_KEY", "")]).await;
-    assert!(logs.contains("bootpay-private-key"), "{logs}");
+    assert!(
+        logs.contains("BOOTPAY_APPLICATION_ID is set but BOOTPAY_PRIVATE_KEY is not"),
+        "{logs}"
+    );
+
+    let logs = refusal(
+        &stand,
+        &[("BOOTPAY_PRIVATE_KEY", ""), ("BOOTPAY_APPLICATION_ID", "")],
+    )
+    .await;
+    assert!(logs.contains("no Bootpay credentials"), "{logs}");
+
+    let logs = refusal(&stand, &[("BOOTPAY_CLIENT_KEY", "client")]).await;
+    assert!(
+        logs.contains("BOOTPAY_CLIENT_KEY is set but BOOTPAY_SECRET_KEY is not"),
+        "{logs}"
+    );
+
+    let logs = refusal(
+        &stand,
+        &[
+            ("BOOTPAY_CLIENT_KEY", "client"),
+            ("BOOTPAY_SECRET_KEY", "secret-never-log-me"),
+            ("BOOTPAY_API_VERSION", "v1"),
+        ],
+    )
+    .await;
+    assert!(
+        logs.contains("v1 has no client/secret-key authentication"),
+        "{logs}"
+    );
+    assert!(!logs.contains("secret-never-log-me"), "{logs}");
+
+    let logs = refusal(&stand, &[("BOOTPAY_API_VERSION", "v3")]).await;
+    assert!(logs.contains("v3"), "{logs}");
 
     let logs = refusal(&stand, &[("WORKER_CONCURRENCY", "0")]).await;
     assert!(logs.contains("concurrency"), "{logs}");
@@ -113,9 +147,14 @@ async fn help_names_every_setting_and_hides_the_key() {
     for name in [
         "PURCHASE_QUEUE_URL",
         "RESULT_QUEUE_URL",
+        "BOOTPAY_CLIENT_KEY",
+        "BOOTPAY_CLIENT_KEY_FILE",
+        "BOOTPAY_SECRET_KEY",
+        "BOOTPAY_SECRET_KEY_FILE",
         "BOOTPAY_APPLICATION_ID",
         "BOOTPAY_PRIVATE_KEY",
         "BOOTPAY_PRIVATE_KEY_FILE",
+        "BOOTPAY_API_VERSION",
         "BOOTPAY_API_URL",
         "WORKER_CONCURRENCY",
         "SHUTDOWN_GRACE_SECS",

@@ -1,4 +1,5 @@
-//! The Bootpay client: HTTP calls, their retries, and what each answer means.
+//! The Bootpay client: HTTP calls in either dialect, with either kind of credentials,
+//! their retries, and what each answer means.
 
 use std::time::{Duration, Instant};
 
@@ -10,15 +11,15 @@ use secrecy::{ExposeSecret, SecretString};
 use super::error::BootpayError;
 use super::redact::Redactor;
 use super::token::{Issued, Issuer, TokenStore, Trigger};
-use super::{BootpayConfig, CallOutcome, v2};
+use super::{BootpayConfig, CallOutcome, Credentials, Dialect, v1, v2};
 
 /// Largest Bootpay response body read; a receipt is a few KiB.
 const MAX_BODY_BYTES: usize = 1 << 20;
-/// Bootpay's documented token lifetime, used when an answer omits `expire_in`.
+/// Bootpay's documented token lifetime, used when an answer does not say.
 const DEFAULT_TOKEN_TTL: Duration = Duration::from_secs(1800);
-/// Bounds on a lifetime Bootpay states, so an absurd `expire_in` cannot overflow a clock.
-const MIN_TOKEN_TTL_SECS: f64 = 1.0;
-const MAX_TOKEN_TTL_SECS: f64 = 86_400.0;
+/// Bounds on a lifetime Bootpay states, so an absurd one cannot overflow a clock.
+const MIN_TOKEN_TTL: Duration = Duration::from_secs(1);
+const MAX_TOKEN_TTL: Duration = Duration::from_secs(86_400);
 /// The least time an attempt is given, however close its deadline.
 const MIN_ATTEMPT_TIMEOUT: Duration = Duration::from_millis(100);
 /// A receipt id no payment has, looked up to learn whether Bootpay answers.
@@ -27,8 +28,9 @@ const PROBE_RECEIPT_ID: &str = "receipt-verifier-probe";
 pub struct BootpayClient {
     http: reqwest::Client,
     config: BootpayConfig,
+    /// The shared access token (application id and private key only).
     tokens: TokenStore,
-    /// Keeps the key and tokens out of whatever an answer's text puts in an error.
+    /// Keeps the keys and tokens out of whatever an answer's text puts in an error.
     redactor: Redactor,
     observer: Box<dyn Fn(CallOutcome) + Send + Sync>,
 }
@@ -37,9 +39,17 @@ impl std::fmt::Debug for BootpayClient {
     fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
         f.debug_struct("BootpayClient")
             .field("api_url", &self.config.api_url.as_str())
-            .field("application_id", &self.config.application_id)
+            .field("dialect", &self.config.dialect)
+            .field("credentials", &self.config.credentials)
             .finish_non_exhaustive()
     }
+}
+
+/// An answer as it came: its status, `Retry-After`, and its body (read with a cap).
+struct Answer {
+    status: StatusCode,
+    retry_after: Option<Duration>,
+    body: Vec<u8>,
 }
 
 impl BootpayClient {
@@ -55,18 +65,23 @@ impl BootpayClient {
             .timeout(config.request_timeout)
             .connect_timeout(config.request_timeout.min(Duration::from_secs(5)))
             .user_agent(concat!("receipt-verifier/", env!("CARGO_PKG_VERSION")))
-            // A redirect would re-send the token request's body, private key included,
-            // wherever it points.
+            // A redirect would re-send the credentials wherever it points.
             .redirect(reqwest::redirect::Policy::none())
             .build()
             .map_err(BootpayError::Transport)?;
         Ok(Self {
             http,
-            redactor: Redactor::new(vec![config.private_key.clone()]),
+            redactor: Redactor::new(config.credentials.secrets()),
             config,
             tokens: TokenStore::default(),
             observer: Box::new(observer),
         })
+    }
+
+    /// Whether calls carry an access token (application id and private key) rather than
+    /// HTTP Basic.
+    pub fn uses_tokens(&self) -> bool {
+        matches!(self.config.credentials, Credentials::Token { .. })
     }
 
     /// `GET /receipt/{id}`, retried while the failure is transient and the deadline allows.
@@ -85,8 +100,8 @@ impl BootpayClient {
         .await
     }
 
-    /// `POST /confirm`: captures a payment waiting in status 2. Retried like
-    /// [`Self::receipt`]; a retry after a lost answer gets `NotConfirmReady`.
+    /// Captures a payment waiting in status 2 (v2 `POST /confirm`, v1 `POST /submit`).
+    /// Retried like [`Self::receipt`]; a retry after a lost answer gets `NotConfirmReady`.
     ///
     /// # Errors
     /// As [`Self::receipt`], plus [`BootpayError::NotConfirmReady`].
@@ -101,17 +116,34 @@ impl BootpayClient {
         .await
     }
 
-    /// Fetches a fresh token, bypassing the cache: the probe used to learn whether
-    /// Bootpay accepts the credentials again.
+    /// Fetches a fresh token, bypassing the cache (nothing to do with client and secret
+    /// keys, which need no token).
     ///
     /// # Errors
     /// [`BootpayError::CredentialsRefused`] or a transport/availability error.
     pub async fn renew_token(&self) -> Result<(), BootpayError> {
+        if !self.uses_tokens() {
+            return Ok(());
+        }
         self.tokens.renew_now(self).await
     }
 
-    /// Asks Bootpay whether it works again: a fresh token, then one lookup of a receipt
-    /// that does not exist (any definite answer will do), without retries.
+    /// Learns whether Bootpay takes the credentials: a fresh token, or, with client and
+    /// secret keys, a probe.
+    ///
+    /// # Errors
+    /// What the call failed with.
+    pub async fn check_credentials(&self) -> Result<(), BootpayError> {
+        if self.uses_tokens() {
+            self.renew_token().await
+        } else {
+            self.probe().await
+        }
+    }
+
+    /// Asks Bootpay whether it works again: a fresh token (when there is one to have),
+    /// then one lookup of a receipt that does not exist (any definite answer will do),
+    /// without retries.
     ///
     /// # Errors
     /// What either call failed with.
@@ -124,9 +156,10 @@ impl BootpayClient {
         }
     }
 
-    /// Whether an unexpired token is cached (for readiness).
-    pub fn has_token(&self) -> bool {
-        self.tokens.has_valid()
+    /// Whether calls can be authorised now (for readiness): an unexpired token is cached,
+    /// or the credentials need none.
+    pub fn is_authorised(&self) -> bool {
+        !self.uses_tokens() || self.tokens.has_valid()
     }
 
     /// How long until the cached token is due for renewal; `None` without a token.
@@ -170,16 +203,17 @@ impl BootpayClient {
         deadline: Deadline,
     ) -> Result<Receipt, BootpayError> {
         let mut url = self.receipt_url(receipt_id)?;
-        url.query_pairs_mut()
-            .append_pair("lookup_user_data", "false");
-        let wire: v2::WireReceipt = self
-            .authorized("receipt", deadline, |token| {
-                self.http
-                    .get(url.clone())
-                    .bearer_auth(token.expose_secret())
-            })
-            .await?;
-        Ok(wire.into())
+        if self.config.dialect == Dialect::V2 {
+            url.query_pairs_mut()
+                .append_pair("lookup_user_data", "false");
+        }
+        self.authorized(
+            "receipt",
+            deadline,
+            || self.http.get(url.clone()),
+            |a| self.parse_receipt(a, "receipt"),
+        )
+        .await
     }
 
     async fn confirm_once(
@@ -187,76 +221,181 @@ impl BootpayClient {
         receipt_id: &str,
         deadline: Deadline,
     ) -> Result<Receipt, BootpayError> {
-        let url = self.endpoint(v2::CONFIRM_PATH)?;
+        let path = match self.config.dialect {
+            Dialect::V1 => v1::CONFIRM_PATH,
+            Dialect::V2 => v2::CONFIRM_PATH,
+        };
+        let url = self.endpoint(path)?;
         let body = serde_json::json!({ "receipt_id": receipt_id });
-        let wire: v2::WireReceipt = self
-            .authorized("confirm", deadline, |token| {
-                self.http
-                    .post(url.clone())
-                    .json(&body)
-                    .bearer_auth(token.expose_secret())
-            })
-            .await?;
-        Ok(wire.into())
+        self.authorized(
+            "confirm",
+            deadline,
+            || self.http.post(url.clone()).json(&body),
+            |a| self.parse_receipt(a, "confirm"),
+        )
+        .await
     }
 
-    /// Sends an authenticated request, given its request timeout to answer (less, near a
-    /// hard deadline); on 401 renews the token once and sends it again.
-    async fn authorized<T: serde::de::DeserializeOwned>(
+    fn parse_receipt(
+        &self,
+        answer: &Answer,
+        endpoint: &'static str,
+    ) -> Result<Receipt, BootpayError> {
+        match self.config.dialect {
+            Dialect::V1 => v1::receipt(answer.status, answer.retry_after, &answer.body, endpoint),
+            Dialect::V2 => v2::receipt(answer.status, answer.retry_after, &answer.body),
+        }
+    }
+
+    /// Sends a request with the credentials and reads what it means. A 401 under a token
+    /// renews the token once and sends again; under HTTP Basic there is nothing to renew,
+    /// so it means the keys are refused. Each attempt is given its request timeout (less,
+    /// near a hard deadline).
+    async fn authorized<T>(
         &self,
         endpoint: &'static str,
         deadline: Deadline,
-        build: impl Fn(&SecretString) -> reqwest::RequestBuilder,
+        build: impl Fn() -> reqwest::RequestBuilder,
+        parse: impl Fn(&Answer) -> Result<T, BootpayError>,
     ) -> Result<T, BootpayError> {
-        let build = |token: &SecretString| build(token).timeout(self.attempt_timeout(deadline));
-        let (token, generation) = self.tokens.current(self).await?;
-        match self.send(endpoint, build(&token)).await {
-            Err(Unauthorized) => {
-                let token = self.tokens.renew_after_401(self, generation).await?;
-                match self.send(endpoint, build(&token)).await {
-                    Err(Unauthorized) => {
-                        self.observe(CallOutcome::CredentialsRefused);
-                        Err(BootpayError::CredentialsRefused {
-                            status: 401,
-                            code: "token rejected right after issue".into(),
-                        })
+        let timeout = self.attempt_timeout(deadline);
+        let request =
+            |token: Option<&SecretString>| self.authenticate(build(), token).timeout(timeout);
+        let started = Instant::now();
+        let answer = match &self.config.credentials {
+            Credentials::Basic { .. } => {
+                let answer = self.send(request(None)).await;
+                self.unless_refused(endpoint, started, answer)?
+            }
+            Credentials::Token { .. } => {
+                let (token, generation) = self.tokens.current(self).await?;
+                let answer = self.send(request(Some(&token))).await;
+                match answer {
+                    Ok(a) if a.status == StatusCode::UNAUTHORIZED => {
+                        crate::observability::metrics::bootpay_request(
+                            endpoint,
+                            "unauthorized",
+                            started.elapsed(),
+                        );
+                        let token = self.tokens.renew_after_401(self, generation).await?;
+                        let started = Instant::now();
+                        let answer = self.send(request(Some(&token))).await;
+                        self.unless_refused(endpoint, started, answer)?
                     }
-                    Ok(result) => result,
+                    other => other.inspect_err(|e| self.record(endpoint, started, Err(e)))?,
                 }
             }
-            Ok(result) => result,
+        };
+        let result = parse(&answer).map_err(|e| self.redacted(e));
+        self.record(endpoint, started, result.as_ref().map(|_| ()));
+        result
+    }
+
+    /// The answer, unless it is a 401 (the credentials, refused) or no answer at all.
+    fn unless_refused(
+        &self,
+        endpoint: &'static str,
+        started: Instant,
+        answer: Result<Answer, BootpayError>,
+    ) -> Result<Answer, BootpayError> {
+        match answer {
+            Ok(a) if a.status == StatusCode::UNAUTHORIZED => {
+                let error = BootpayError::CredentialsRefused {
+                    status: 401,
+                    code: match self.config.credentials {
+                        Credentials::Basic { .. } => "client and secret keys refused".into(),
+                        Credentials::Token { .. } => "token refused right after issue".into(),
+                    },
+                };
+                self.record(endpoint, started, Err(&error));
+                Err(error)
+            }
+            Ok(a) => Ok(a),
+            Err(e) => {
+                self.record(endpoint, started, Err(&e));
+                Err(e)
+            }
+        }
+    }
+
+    /// Adds the `Authorization` header the dialect and the credentials call for, marked
+    /// sensitive so that no `Debug` of the request shows it.
+    fn authenticate(
+        &self,
+        request: reqwest::RequestBuilder,
+        token: Option<&SecretString>,
+    ) -> reqwest::RequestBuilder {
+        match (&self.config.credentials, token) {
+            (
+                Credentials::Basic {
+                    client_key,
+                    secret_key,
+                },
+                _,
+            ) => request.basic_auth(client_key, Some(secret_key.expose_secret())),
+            (Credentials::Token { .. }, Some(token)) => match self.config.dialect {
+                Dialect::V2 => request.bearer_auth(token.expose_secret()),
+                // v1 sends the token itself, without a scheme.
+                Dialect::V1 => match header::HeaderValue::from_str(token.expose_secret()) {
+                    Ok(mut value) => {
+                        value.set_sensitive(true);
+                        request.header(header::AUTHORIZATION, value)
+                    }
+                    // A token that cannot be a header value is refused by Bootpay as absent.
+                    Err(_) => request,
+                },
+            },
+            (Credentials::Token { .. }, None) => request,
         }
     }
 
     async fn fetch_token(&self, trigger: Trigger) -> Result<Issued, BootpayError> {
-        let url = self.endpoint(v2::TOKEN_PATH)?;
+        let Credentials::Token {
+            application_id,
+            private_key,
+        } = &self.config.credentials
+        else {
+            return Err(BootpayError::TokenUnavailable(
+                "client and secret keys need no token".into(),
+            ));
+        };
+        let path = match self.config.dialect {
+            Dialect::V1 => v1::TOKEN_PATH,
+            Dialect::V2 => v2::TOKEN_PATH,
+        };
+        let url = self.endpoint(path)?;
         let body = serde_json::json!({
-            "application_id": self.config.application_id,
-            "private_key": self.config.private_key.expose_secret(),
+            "application_id": application_id,
+            "private_key": private_key.expose_secret(),
         });
         let requested_at = Instant::now();
-        let refused = |status: u16, code: String| {
-            self.observe(CallOutcome::CredentialsRefused);
-            BootpayError::CredentialsRefused { status, code }
-        };
-        let response: v2::TokenResponse =
-            match self.send("token", self.http.post(url).json(&body)).await {
-                Ok(Ok(response)) => response,
-                // The token call carries nothing but the credentials: any definite
-                // refusal (a 4xx, whatever its code) is about them.
-                Ok(Err(BootpayError::Rejected { status, code, .. })) => {
-                    return Err(refused(status, code));
-                }
-                Ok(Err(e)) => return Err(e),
-                Err(Unauthorized) => return Err(refused(401, "unauthorized".into())),
-            };
-        let ttl = response
-            .expire_in
-            .filter(|s| s.is_finite() && *s > 0.0)
-            .map_or(DEFAULT_TOKEN_TTL, |s| {
-                Duration::from_secs_f64(s.clamp(MIN_TOKEN_TTL_SECS, MAX_TOKEN_TTL_SECS))
-            });
-        let value = SecretString::from(response.access_token);
+        let answer = self.send(self.http.post(url).json(&body)).await;
+        let parsed = answer.and_then(|a| match self.config.dialect {
+            Dialect::V1 => v1::token(a.status, &a.body),
+            Dialect::V2 => v2::token(a.status, a.retry_after, &a.body).map(|(token, secs)| {
+                (
+                    token,
+                    secs.filter(|s| s.is_finite() && *s > 0.0)
+                        .map(Duration::from_secs_f64),
+                )
+            }),
+        });
+        let parsed = parsed.map_err(|e| match e {
+            // The token call carries nothing but the credentials: any definite refusal
+            // (a 4xx, whatever its code) is about them.
+            BootpayError::Rejected { status, code, .. }
+            | BootpayError::CredentialsRefused { status, code } => {
+                BootpayError::CredentialsRefused { status, code }
+            }
+            other => other,
+        });
+        let parsed = parsed.map_err(|e| self.redacted(e));
+        self.record("token", requested_at, parsed.as_ref().map(|_| ()));
+        let (token, ttl) = parsed?;
+        let ttl = ttl
+            .unwrap_or(DEFAULT_TOKEN_TTL)
+            .clamp(MIN_TOKEN_TTL, MAX_TOKEN_TTL);
+        let value = SecretString::from(token);
         self.redactor.remember(&value);
         crate::observability::metrics::token_refreshed(trigger);
         tracing::info!(
@@ -289,7 +428,10 @@ impl BootpayClient {
     /// URL rules drop tabs and line breaks and resolve `.` and `..`, so an id the event
     /// contract lets through must still never become another path or another receipt.
     fn receipt_url(&self, receipt_id: &str) -> Result<url::Url, BootpayError> {
-        let path = v2::receipt_path(receipt_id);
+        let path = match self.config.dialect {
+            Dialect::V1 => v1::receipt_path(receipt_id),
+            Dialect::V2 => v2::receipt_path(receipt_id),
+        };
         let url = self.endpoint(&path)?;
         let base = self
             .config
@@ -326,66 +468,38 @@ impl BootpayClient {
         Ok(url)
     }
 
-    /// Sends one request and classifies the answer. The outer `Err(Unauthorized)` is kept
-    /// apart so callers decide whether a 401 means "renew the token" or "refused".
-    async fn send<T: serde::de::DeserializeOwned>(
-        &self,
-        endpoint: &'static str,
-        request: reqwest::RequestBuilder,
-    ) -> Result<Result<T, BootpayError>, Unauthorized> {
-        let started = Instant::now();
-        let result = self.send_inner(request).await;
-        let outcome = match &result {
-            Err(Unauthorized) => "unauthorized",
-            Ok(Ok(_)) => "ok",
-            Ok(Err(e)) => e.label(),
-        };
-        crate::observability::metrics::bootpay_request(endpoint, outcome, started.elapsed());
-        match &result {
-            Err(Unauthorized) => {}
-            Ok(Ok(_)) => self.observe(CallOutcome::Success),
-            Ok(Err(e)) if e.is_transient() => self.observe(CallOutcome::TransientFailure),
-            Ok(Err(BootpayError::CredentialsRefused { .. })) => {
-                self.observe(CallOutcome::CredentialsRefused);
-            }
-            // A definite answer (not found, not ready, a 4xx) shows Bootpay is up.
-            Ok(Err(_)) => self.observe(CallOutcome::Success),
-        }
-        result
-    }
-
-    async fn send_inner<T: serde::de::DeserializeOwned>(
-        &self,
-        request: reqwest::RequestBuilder,
-    ) -> Result<Result<T, BootpayError>, Unauthorized> {
-        let response = match request
+    /// Sends one request and reads its answer; `Err` only when there is none (a
+    /// connection failure, a timeout, a body too large or cut off).
+    async fn send(&self, request: reqwest::RequestBuilder) -> Result<Answer, BootpayError> {
+        let response = request
             .header(header::ACCEPT, "application/json")
             .send()
             .await
-        {
-            Ok(r) => r,
-            Err(e) => return Ok(Err(BootpayError::Transport(e))),
-        };
+            .map_err(BootpayError::Transport)?;
         let status = response.status();
-        if status == StatusCode::UNAUTHORIZED {
-            return Err(Unauthorized);
-        }
         let retry_after = retry_after(response.headers());
-        let body = match read_capped(response).await {
-            Ok(b) => b,
-            Err(e) => return Ok(Err(e)),
-        };
-        if status.is_success() {
-            // A parse error can quote a value of the body.
-            return Ok(serde_json::from_slice(&body).map_err(|e| {
-                BootpayError::Malformed(self.redactor.redact(&format!("HTTP {status}: {e}")))
-            }));
-        }
-        Ok(Err(self.redacted(v2::classify_error(
+        let body = read_capped(response).await?;
+        Ok(Answer {
             status,
             retry_after,
-            &body,
-        ))))
+            body,
+        })
+    }
+
+    /// Counts the call and tells the observer how Bootpay fared.
+    fn record(&self, endpoint: &'static str, started: Instant, result: Result<(), &BootpayError>) {
+        let outcome = match result {
+            Ok(()) => "ok",
+            Err(e) => e.label(),
+        };
+        crate::observability::metrics::bootpay_request(endpoint, outcome, started.elapsed());
+        self.observe(match result {
+            Ok(()) => CallOutcome::Success,
+            Err(e) if e.is_transient() => CallOutcome::TransientFailure,
+            Err(BootpayError::CredentialsRefused { .. }) => CallOutcome::CredentialsRefused,
+            // A definite answer (not found, not ready, a 4xx) shows Bootpay is up.
+            Err(_) => CallOutcome::Success,
+        });
     }
 
     /// The error with what it quotes of an answer redacted.
@@ -420,9 +534,6 @@ impl Issuer for BootpayClient {
         self.fetch_token(trigger).await
     }
 }
-
-/// A 401 from Bootpay, before the caller decides what it means.
-struct Unauthorized;
 
 fn retry_after(headers: &header::HeaderMap) -> Option<Duration> {
     let value = headers.get(header::RETRY_AFTER)?.to_str().ok()?;
@@ -466,8 +577,11 @@ mod tests {
     fn client(request_timeout: Duration) -> BootpayClient {
         let config = BootpayConfig {
             api_url: url::Url::parse("http://127.0.0.1:1/v2").unwrap(),
-            application_id: "app".into(),
-            private_key: SecretString::from("super-secret-key"),
+            dialect: Dialect::V2,
+            credentials: Credentials::Token {
+                application_id: "app".into(),
+                private_key: SecretString::from("super-secret-key"),
+            },
             request_timeout,
             retry: RetryPolicy {
                 min_delay: Duration::from_millis(1),
@@ -519,19 +633,24 @@ mod tests {
     }
 
     #[test]
-    fn debug_output_never_shows_the_private_key() {
-        let config = BootpayConfig {
-            api_url: url::Url::parse("http://127.0.0.1:1/v2").unwrap(),
-            application_id: "app".into(),
-            private_key: SecretString::from("super-secret-key"),
-            request_timeout: Duration::from_secs(1),
-            retry: RetryPolicy {
-                min_delay: Duration::from_millis(1),
-                max_delay: Duration::from_millis(1),
-            },
-        };
-        assert!(!format!("{config:?}").contains("super-secret-key"));
-        let client = BootpayClient::new(config, |_| {}).unwrap();
+    fn debug_output_never_shows_a_key() {
+        let client = client(Duration::from_secs(1));
+        assert!(!format!("{:?}", client.config).contains("super-secret-key"));
         assert!(!format!("{client:?}").contains("super-secret-key"));
+        let basic = Credentials::Basic {
+            client_key: "client".into(),
+            secret_key: SecretString::from("the-secret-key"),
+        };
+        assert!(!format!("{basic:?}").contains("the-secret-key"));
+        // The Basic header is marked sensitive, so a request's Debug hides it.
+        let request = client
+            .http
+            .get("http://127.0.0.1:1/")
+            .basic_auth("client", Some("the-secret-key"))
+            .build()
+            .unwrap();
+        let value = request.headers().get(header::AUTHORIZATION).unwrap();
+        assert!(value.is_sensitive());
+        assert!(!format!("{request:?}").contains("dGhlLXNlY3JldC1rZXk"));
     }
 }

@@ -22,19 +22,19 @@ pub fn receipt_path(receipt_id: &str) -> [&str; 2] {
 /// The parts of a v2 receipt the verifier relies on. Everything else is ignored, so
 /// Bootpay can add fields freely.
 #[derive(Debug, Clone, Deserialize)]
-pub struct WireReceipt {
-    pub receipt_id: String,
-    pub order_id: String,
-    pub price: Number,
-    pub status: i64,
+struct WireReceipt {
+    receipt_id: String,
+    order_id: String,
+    price: Number,
+    status: i64,
     #[serde(default)]
-    pub currency: Option<String>,
+    currency: Option<String>,
     /// Cumulative amount cancelled; partial cancels can leave the status untouched.
     #[serde(default)]
-    pub cancelled_price: Option<Number>,
+    cancelled_price: Option<Number>,
     /// Set on payments made with a test project.
     #[serde(default)]
-    pub sandbox: Option<bool>,
+    sandbox: Option<bool>,
 }
 
 impl From<WireReceipt> for Receipt {
@@ -53,19 +53,52 @@ impl From<WireReceipt> for Receipt {
 
 /// `POST /request/token`'s answer.
 #[derive(Deserialize)]
-pub struct TokenResponse {
-    pub access_token: String,
+struct TokenResponse {
+    access_token: String,
     /// Seconds the token lives.
     #[serde(default)]
-    pub expire_in: Option<f64>,
+    expire_in: Option<f64>,
 }
 
-/// Classifies a non-2xx, non-401 answer.
-pub fn classify_error(
+/// An access token and how long it lives, from `POST /request/token`.
+///
+/// # Errors
+/// The error the answer is, classified; `Malformed` for a body without a token.
+pub fn token(
     status: StatusCode,
     retry_after: Option<Duration>,
     body: &[u8],
-) -> BootpayError {
+) -> Result<(String, Option<f64>), BootpayError> {
+    let response: TokenResponse = success(status, retry_after, body)?;
+    Ok((response.access_token, response.expire_in))
+}
+
+/// The receipt a lookup or a confirm answered.
+///
+/// # Errors
+/// The error the answer is, classified.
+pub fn receipt(
+    status: StatusCode,
+    retry_after: Option<Duration>,
+    body: &[u8],
+) -> Result<Receipt, BootpayError> {
+    success::<WireReceipt>(status, retry_after, body).map(Receipt::from)
+}
+
+/// The bare object of a 2xx answer, or the error another answer is.
+fn success<T: serde::de::DeserializeOwned>(
+    status: StatusCode,
+    retry_after: Option<Duration>,
+    body: &[u8],
+) -> Result<T, BootpayError> {
+    if !status.is_success() {
+        return Err(classify_error(status, retry_after, body));
+    }
+    serde_json::from_slice(body).map_err(|e| BootpayError::Malformed(format!("HTTP {status}: {e}")))
+}
+
+/// Classifies a non-2xx, non-401 answer.
+fn classify_error(status: StatusCode, retry_after: Option<Duration>, body: &[u8]) -> BootpayError {
     #[derive(Deserialize)]
     struct ErrorBody {
         error_code: Option<serde_json::Value>,

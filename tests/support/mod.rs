@@ -19,6 +19,19 @@ use tokio::sync::Notify;
 
 pub const APP_ID: &str = "test-application-id";
 pub const PRIVATE_KEY: &str = "pk-test-4f1c9e7a-never-log-me";
+pub const CLIENT_KEY: &str = "test-client-key";
+pub const SECRET_KEY: &str = "sk-test-9b2d7c41-never-log-me";
+
+/// How the worker speaks to Bootpay.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum Mode {
+    /// v2 with an application id and a private key (a token).
+    V2Token,
+    /// v2 with a client key and a secret key (HTTP Basic).
+    V2Basic,
+    /// The legacy v1 dialect (a token sent raw).
+    V1,
+}
 
 /// Polls `check` until it returns `Some`, or panics with `what` after `timeout`.
 pub async fn eventually<T, F, Fut>(what: &str, timeout: Duration, mut check: F) -> T
@@ -159,9 +172,12 @@ impl Fake {
             .args(["--listen", "127.0.0.1:0", "--receipts"])
             .arg(&fixture)
             .args(["--application-id", APP_ID, "--private-key", PRIVATE_KEY])
+            .args(["--client-key", CLIENT_KEY, "--secret-key", SECRET_KEY])
             .args(extra_args)
             .env_remove("BOOTPAY_APPLICATION_ID")
             .env_remove("BOOTPAY_PRIVATE_KEY")
+            .env_remove("BOOTPAY_CLIENT_KEY")
+            .env_remove("BOOTPAY_SECRET_KEY")
             .env("RUST_LOG", "warn")
             .stdout(Stdio::piped())
             .stderr(Stdio::inherit())
@@ -230,9 +246,38 @@ impl Fake {
         self.control(
             reqwest::Method::PUT,
             "credentials",
-            json!({"application_id": application_id, "private_key": private_key}),
+            json!({"application_id": application_id, "private_key": private_key,
+                   "client_key": CLIENT_KEY, "secret_key": SECRET_KEY}),
         )
         .await;
+    }
+
+    /// Changes the client and secret keys the fake accepts (the application id and
+    /// private key stay the tests').
+    pub async fn set_keys(&self, client_key: &str, secret_key: &str) {
+        self.control(
+            reqwest::Method::PUT,
+            "credentials",
+            json!({"application_id": APP_ID, "private_key": PRIVATE_KEY,
+                   "client_key": client_key, "secret_key": secret_key}),
+        )
+        .await;
+    }
+
+    /// Refuses the credentials the worker uses in `mode` (rotated at Bootpay).
+    pub async fn refuse(&self, mode: Mode) {
+        match mode {
+            Mode::V2Basic => self.set_keys(CLIENT_KEY, "rotated-secret-key").await,
+            Mode::V2Token | Mode::V1 => {
+                self.set_credentials(APP_ID, "rotated-key").await;
+                self.revoke_tokens().await;
+            }
+        }
+    }
+
+    /// Accepts the tests' credentials again.
+    pub async fn accept(&self) {
+        self.set_credentials(APP_ID, PRIVATE_KEY).await;
     }
 
     pub async fn set_outage(&self, down: bool) {
@@ -482,6 +527,35 @@ impl Stand {
 
     pub async fn worker(&self, overrides: &[(&str, &str)]) -> Worker {
         Worker::spawn(&["run"], self.worker_env(), overrides).await
+    }
+
+    /// Environment for `receipt-verifier run` speaking to Bootpay in `mode`.
+    pub fn worker_env_in(&self, mode: Mode) -> Vec<(String, String)> {
+        let mut env = self.worker_env();
+        let set = |env: &mut Vec<(String, String)>, k: &str, v: Option<&str>| {
+            env.retain(|(key, _)| key != k);
+            if let Some(v) = v {
+                env.push((k.to_owned(), v.to_owned()));
+            }
+        };
+        match mode {
+            Mode::V2Token => {}
+            Mode::V2Basic => {
+                set(&mut env, "BOOTPAY_APPLICATION_ID", None);
+                set(&mut env, "BOOTPAY_PRIVATE_KEY", None);
+                set(&mut env, "BOOTPAY_CLIENT_KEY", Some(CLIENT_KEY));
+                set(&mut env, "BOOTPAY_SECRET_KEY", Some(SECRET_KEY));
+            }
+            Mode::V1 => {
+                set(&mut env, "BOOTPAY_API_VERSION", Some("v1"));
+                set(&mut env, "BOOTPAY_API_URL", Some(&self.fake.base));
+            }
+        }
+        env
+    }
+
+    pub async fn worker_in(&self, mode: Mode, overrides: &[(&str, &str)]) -> Worker {
+        Worker::spawn(&["run"], self.worker_env_in(mode), overrides).await
     }
 
     pub async fn send(&self, body: impl Into<String>) {

@@ -4,9 +4,11 @@
 use std::net::SocketAddr;
 use std::path::PathBuf;
 
-/// HTTP fake of Bootpay's v2 server API for tests, demos and benchmarks.
+/// HTTP fake of Bootpay's server API, v2 under `/v2` and legacy v1 at the root, for tests,
+/// demos and benchmarks.
 ///
-/// Prints `BOOTPAY_API_URL=http://ADDR/v2` on stdout once listening.
+/// Prints `BOOTPAY_API_URL=http://ADDR/v2` and then `BOOTPAY_V1_API_URL=http://ADDR` on
+/// stdout once listening.
 // NOTE: no `Debug` derive, so the private key cannot end up in a log line by accident.
 #[derive(clap::Parser)]
 #[command(name = "bootpay-fake", version)]
@@ -36,6 +38,19 @@ pub struct Cli {
     )]
     pub private_key: String,
 
+    /// Client key accepted in `Authorization: Basic base64(client_key:secret_key)` on v2 calls.
+    #[arg(long, env = "BOOTPAY_CLIENT_KEY", default_value = "fake-client-key")]
+    pub client_key: String,
+
+    /// Secret key accepted with the client key.
+    #[arg(
+        long,
+        env = "BOOTPAY_SECRET_KEY",
+        default_value = "fake-secret-key",
+        hide_env_values = true
+    )]
+    pub secret_key: String,
+
     /// Lifetime of issued access tokens. Bootpay's is 30 minutes.
     #[arg(
         long,
@@ -45,11 +60,12 @@ pub struct Cli {
     )]
     pub token_ttl_secs: u64,
 
-    /// Delay added to every `/v2` request, for benchmarks.
+    /// Delay added to every Bootpay request (v1 and v2), for benchmarks.
     #[arg(long, env = "BOOTPAY_FAKE_LATENCY_MS", default_value_t = 0)]
     pub latency_ms: u64,
 
-    /// Share (0 to 1) of receipt lookups and confirms answered with a random fault.
+    /// Share (0 to 1) of receipt lookups and confirms (v1: submits) answered with a random
+    /// fault.
     #[arg(
         long,
         env = "BOOTPAY_FAKE_CHAOS_RATE",

@@ -1,11 +1,15 @@
-//! `bootpay-fake`: an HTTP fake of Bootpay's v2 server API for integration tests, the local
-//! demo and benchmarks.
+//! `bootpay-fake`: an HTTP fake of Bootpay's server API for integration tests, the local
+//! demo, benchmarks and the official SDKs' tests.
 //!
-//! Serves `/v2/request/token`, `/v2/receipt/{id}`, `/v2/confirm` and `/v2/cancel` from an
-//! in-memory receipt store loaded from a JSON fixture, plus an unauthenticated `/_fake/...`
-//! control API for faults, outages and counters. Once listening it prints exactly one line,
-//! `BOOTPAY_API_URL=http://ADDR/v2`, on stdout; logs go to stderr and never carry credentials
-//! or tokens. Exit codes: 0 after SIGTERM/SIGINT, 2 for bad flags or fixtures, 1 otherwise.
+//! Serves v2 (`/v2/request/token`, `/v2/receipt/{id}`, `/v2/confirm`, `/v2/cancel`; Bearer
+//! tokens or Basic client/secret keys) and the legacy v1 dialect at the root
+//! (`/request/token`, `/receipt/{id}`, `/submit`, `/cancel`, each also with `.json`; raw
+//! tokens, `{status, code, message, data}` envelopes) from one in-memory receipt store loaded
+//! from a JSON fixture, plus an unauthenticated `/_fake/...` control API for faults, outages
+//! and counters. Once listening it prints exactly two lines on stdout, in this order:
+//! `BOOTPAY_API_URL=http://ADDR/v2` and `BOOTPAY_V1_API_URL=http://ADDR`; logs go to stderr
+//! and never carry credentials or tokens. Exit codes: 0 after SIGTERM/SIGINT, 2 for bad flags
+//! or fixtures, 1 otherwise.
 
 mod cli;
 mod clock;
@@ -13,6 +17,7 @@ mod fixture;
 mod reply;
 mod routes;
 mod state;
+mod v1;
 
 use std::io::{IsTerminal as _, Write as _};
 use std::net::{IpAddr, Ipv4Addr, Ipv6Addr, SocketAddr};
@@ -54,6 +59,8 @@ async fn serve(cli: Cli, receipts: Vec<fixture::ReceiptSpec>) -> anyhow::Result<
     let credentials = Credentials {
         application_id: cli.application_id,
         private_key: cli.private_key,
+        client_key: cli.client_key,
+        secret_key: cli.secret_key,
     };
     let ttl = Duration::from_secs(cli.token_ttl_secs);
     let mut state = State::new(credentials, ttl, cli.chaos_rate);
@@ -97,22 +104,25 @@ async fn serve(cli: Cli, receipts: Vec<fixture::ReceiptSpec>) -> anyhow::Result<
     Ok(())
 }
 
-/// Prints the one stdout line tests and scripts wait for. A wildcard bind address is not
-/// connectable, so the loopback address of the same family is printed instead.
+/// Prints the two stdout lines tests and scripts wait for: the v2 URL first, then v1's. A
+/// wildcard bind address is not connectable, so the loopback address of the same family is
+/// printed instead.
 fn announce(local: SocketAddr) -> anyhow::Result<()> {
     let ip = match local.ip() {
         IpAddr::V4(ip) if ip.is_unspecified() => IpAddr::V4(Ipv4Addr::LOCALHOST),
         IpAddr::V6(ip) if ip.is_unspecified() => IpAddr::V6(Ipv6Addr::LOCALHOST),
         ip => ip,
     };
+    let address = SocketAddr::new(ip, local.port());
+    // One write for both lines: a reader that closes the pipe after the first line must not
+    // make the second write fail.
+    let lines =
+        format!("BOOTPAY_API_URL=http://{address}/v2\nBOOTPAY_V1_API_URL=http://{address}\n");
     let mut stdout = std::io::stdout().lock();
-    writeln!(
-        stdout,
-        "BOOTPAY_API_URL=http://{}/v2",
-        SocketAddr::new(ip, local.port())
-    )
-    .and_then(|()| stdout.flush())
-    .context("cannot write the API URL to stdout")
+    stdout
+        .write_all(lines.as_bytes())
+        .and_then(|()| stdout.flush())
+        .context("cannot write the API URLs to stdout")
 }
 
 fn init_tracing() {

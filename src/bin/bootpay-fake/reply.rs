@@ -1,9 +1,12 @@
-//! Response shapes: Bootpay's bare v2 error object, and the non-JSON answers a proxy in
-//! front of Bootpay can produce (HTML error pages, cut-off bodies).
+//! Response shapes: Bootpay's bare v2 error object, v1's envelope
+//! `{"status", "code", "message", "data"}`, and the non-JSON answers a proxy in front of
+//! Bootpay can produce (HTML error pages, cut-off bodies).
 //!
 //! Bootpay documents the error codes but not the HTTP status of each; the mapping here
 //! (404 not found, 401 bad token, 400 invalid state, 5xx server trouble) is an assumption
-//! the client must not depend on beyond "non-2xx".
+//! the client must not depend on beyond "non-2xx". v1's numeric codes are documented only as
+//! negative; -2410 (credentials Bootpay does not recognise) is the one seen from Bootpay, the
+//! others are this fake's own.
 
 use std::borrow::Cow;
 
@@ -11,7 +14,16 @@ use axum::Json;
 use axum::http::header::{CONTENT_TYPE, RETRY_AFTER};
 use axum::http::{HeaderValue, StatusCode};
 use axum::response::{IntoResponse, Response};
-use serde_json::json;
+use serde_json::{Value, json};
+
+/// Which of Bootpay's two APIs an answer is for.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum Dialect {
+    /// At the host's root: envelopes, raw-token auth.
+    V1,
+    /// Under `/v2`: bare objects, Bearer or Basic auth.
+    V2,
+}
 
 /// A v2 error: `{"error_code": "...", "message": "..."}` with a non-2xx status.
 #[derive(Debug)]
@@ -34,6 +46,11 @@ impl ApiError {
             message: message.into(),
             retry_after_secs: None,
         }
+    }
+
+    /// The v2 `error_code`.
+    pub fn code(&self) -> &'static str {
+        self.code
     }
 
     /// Adds `Retry-After`, as a rate limiter would.
@@ -67,6 +84,14 @@ impl ApiError {
         )
     }
 
+    pub fn basic_refused() -> Self {
+        Self::new(
+            StatusCode::UNAUTHORIZED,
+            "TOKEN_KEY_INVALID",
+            "client_key 또는 secret_key가 올바르지 않습니다.",
+        )
+    }
+
     pub fn invalid_access_token() -> Self {
         Self::new(
             StatusCode::UNAUTHORIZED,
@@ -79,6 +104,35 @@ impl ApiError {
         Self::new(StatusCode::BAD_REQUEST, "INVALID_REQUEST", detail)
     }
 
+    pub fn not_confirm_ready() -> Self {
+        Self::new(
+            StatusCode::BAD_REQUEST,
+            "RC_NOT_CONFIRM_READY",
+            "승인 대기 상태의 결제가 아닙니다.",
+        )
+    }
+
+    pub fn already_cancelled() -> Self {
+        Self::new(
+            StatusCode::BAD_REQUEST,
+            "RC_ALREADY_CANCELLED",
+            "이미 취소된 결제입니다.",
+        )
+    }
+
+    /// A payment that was never paid: nothing to give back.
+    pub fn not_cancellable() -> Self {
+        Self::new(
+            StatusCode::BAD_REQUEST,
+            "RC_NOT_CANCELLABLE",
+            "취소할 수 없는 상태의 결제입니다.",
+        )
+    }
+
+    pub fn cancel_price_exceeded(message: &'static str) -> Self {
+        Self::new(StatusCode::BAD_REQUEST, "RC_CANCEL_PRICE_EXCEEDED", message)
+    }
+
     /// A transient server failure with the given status (503 unless a fixture says otherwise).
     pub fn server_error(status: StatusCode) -> Self {
         Self::new(
@@ -87,15 +141,34 @@ impl ApiError {
             "일시적인 서버 오류입니다. 잠시 후 다시 시도해 주세요.",
         )
     }
-}
 
-impl IntoResponse for ApiError {
-    fn into_response(self) -> Response {
-        let mut response = (
-            self.status,
-            Json(json!({ "error_code": self.code, "message": self.message })),
-        )
-            .into_response();
+    /// v1's `code` for this error.
+    fn v1_code(&self) -> i64 {
+        match self.code {
+            "TOKEN_KEY_INVALID" => -2410,
+            "INVALID_ACCESS_TOKEN" => -2400,
+            "RC_NOT_FOUND" | "NOT_FOUND" => -404,
+            "RC_NOT_CONFIRM_READY" => -2300,
+            "RC_ALREADY_CANCELLED" => -2501,
+            "RC_NOT_CANCELLABLE" => -2502,
+            "RC_CANCEL_PRICE_EXCEEDED" => -2503,
+            _ => -i64::from(self.status.as_u16()),
+        }
+    }
+
+    /// The error as `dialect` writes it: v2's bare object, or v1's envelope with `data: null`.
+    /// Either way the HTTP status is the error's, which v1 repeats in the envelope.
+    pub fn render(self, dialect: Dialect) -> Response {
+        let body = match dialect {
+            Dialect::V2 => json!({ "error_code": self.code, "message": self.message }),
+            Dialect::V1 => json!({
+                "status": self.status.as_u16(),
+                "code": self.v1_code(),
+                "message": self.message,
+                "data": null,
+            }),
+        };
+        let mut response = (self.status, Json(body)).into_response();
         if let Some(secs) = self.retry_after_secs {
             response
                 .headers_mut()
@@ -105,10 +178,21 @@ impl IntoResponse for ApiError {
     }
 }
 
+impl IntoResponse for ApiError {
+    fn into_response(self) -> Response {
+        self.render(Dialect::V2)
+    }
+}
+
 impl From<ApiError> for Response {
     fn from(error: ApiError) -> Self {
         error.into_response()
     }
+}
+
+/// A v1 success: HTTP 200 and the envelope around `data`.
+pub fn envelope(data: Value) -> Response {
+    Json(json!({ "status": 200, "code": 0, "message": "", "data": data })).into_response()
 }
 
 /// The page a load balancer serves while Bootpay is down: not JSON, not even the right type.
@@ -127,10 +211,20 @@ pub fn bad_gateway() -> Response {
 }
 
 /// A 200 whose JSON body stops mid-string, as when a connection is cut during the body.
-pub fn truncated(receipt_id: &str) -> Response {
-    let mut body = json!({ "receipt_id": receipt_id }).to_string();
-    // Drops the closing `"}`, leaving `{"receipt_id":"abc`.
-    body.truncate(body.len().saturating_sub(2));
+pub fn truncated(dialect: Dialect, receipt_id: &str) -> Response {
+    let receipt = json!({ "receipt_id": receipt_id });
+    let mut body = match dialect {
+        Dialect::V2 => receipt.to_string(),
+        Dialect::V1 => {
+            json!({ "status": 200, "code": 0, "message": "", "data": receipt }).to_string()
+        }
+    };
+    // Drops the closing `"}` (and v1's `}`), leaving `...{"receipt_id":"abc`.
+    let closing = match dialect {
+        Dialect::V2 => 2,
+        Dialect::V1 => 3,
+    };
+    body.truncate(body.len().saturating_sub(closing));
     (StatusCode::OK, [(CONTENT_TYPE, "application/json")], body).into_response()
 }
 

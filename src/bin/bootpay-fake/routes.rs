@@ -1,9 +1,17 @@
-//! HTTP routes: Bootpay's v2 endpoints and the `/_fake` control API.
+//! HTTP routes: Bootpay's v2 endpoints under `/v2`, its legacy v1 endpoints at the root,
+//! and the `/_fake` control API.
 //!
-//! Every v2 handler runs the same steps, in this order: count the request, apply
-//! `--latency-ms`, answer the outage page if one is on, check the bearer token, then (for
-//! lookups and confirms) apply the receipt's fixture faults and the chaos draw. Counting comes
-//! first so the stats show what a client sent, not only what succeeded.
+//! Both dialects share the receipts, the tokens, the counters, the latency, the outage and
+//! the faults; they differ only in shapes and in how a call authenticates. Every handler runs
+//! the same steps, in this order: count the request, apply `--latency-ms`, answer the outage
+//! page if one is on, check the caller's credentials, then (for lookups and confirms — v1's
+//! submits) apply the receipt's fixture faults and the chaos draw. Counting comes first so the
+//! stats show what a client sent, not only what succeeded.
+//!
+//! v2 takes `Authorization: Bearer <token>` or `Basic base64(client_key:secret_key)` and
+//! answers bare objects; v1 takes the raw token as `Authorization: <token>`, bodies as forms
+//! or JSON, paths with or without `.json`, and answers `{status, code, message, data}` with
+//! the HTTP status equal to `status`.
 
 use std::sync::{Arc, Mutex, MutexGuard, PoisonError};
 use std::time::{Duration, Instant, SystemTime};
@@ -24,8 +32,9 @@ use tokio_util::sync::CancellationToken;
 
 use crate::clock;
 use crate::fixture;
-use crate::reply::{self, ApiError};
-use crate::state::{Chaos, Credentials, State};
+use crate::reply::{self, ApiError, Dialect};
+use crate::state::{Amount, CancelRequest, Chaos, CredentialsUpdate, State};
+use crate::v1;
 
 /// Handlers answer `Err` for every refusal; both sides are finished responses.
 type Reply = Result<Response, Response>;
@@ -61,31 +70,55 @@ impl App {
     }
 
     /// Waits `delay`, or answers 503 if the fake starts shutting down meanwhile.
-    async fn delay(&self, delay: Duration) -> Result<(), Response> {
+    async fn delay(&self, delay: Duration, dialect: Dialect) -> Result<(), Response> {
         if delay.is_zero() {
             return Ok(());
         }
         tokio::select! {
             () = tokio::time::sleep(delay) => Ok(()),
             () = self.shutdown.cancelled() => {
-                Err(ApiError::server_error(StatusCode::SERVICE_UNAVAILABLE).into())
+                Err(ApiError::server_error(StatusCode::SERVICE_UNAVAILABLE).render(dialect))
             }
         }
     }
 
-    /// The steps every `/v2` request goes through: the global latency, then the outage.
-    async fn enter_v2(&self) -> Result<(), Response> {
-        self.delay(self.latency).await?;
+    /// The steps every Bootpay request goes through: the global latency, then the outage.
+    async fn enter(&self, dialect: Dialect) -> Result<(), Response> {
+        self.delay(self.latency, dialect).await?;
         if self.lock().outage {
             return Err(reply::outage());
         }
         Ok(())
     }
 
-    /// Requires `Authorization: Bearer <token>` with a live token.
+    /// v2: requires `Authorization: Bearer <token>` with a live token, or `Basic` with the
+    /// accepted client key and secret key. A wrong Basic pair is refused as Bootpay refuses
+    /// keys (`TOKEN_KEY_INVALID`), anything else as a bad token.
     fn authorize(&self, headers: &HeaderMap) -> Result<(), ApiError> {
         let mut state = self.lock();
-        if bearer_token(headers).is_some_and(|token| state.token_valid(token, Instant::now())) {
+        let refusal = match authorization(headers) {
+            Some((Scheme::Bearer, token)) if state.token_valid(token, Instant::now()) => {
+                return Ok(());
+            }
+            Some((Scheme::Basic, encoded)) if state.basic_valid(encoded) => return Ok(()),
+            Some((Scheme::Basic, _)) => ApiError::basic_refused(),
+            _ => ApiError::invalid_access_token(),
+        };
+        state.counters.unauthorized += 1;
+        Err(refusal)
+    }
+
+    /// v1: requires the raw token as `Authorization: <token>`. A value with a scheme in
+    /// front (`Bearer ...`) is refused like a bad token, as v1 never took one.
+    fn authorize_v1(&self, headers: &HeaderMap) -> Result<(), ApiError> {
+        let token = headers
+            .get(AUTHORIZATION)
+            .and_then(|value| value.to_str().ok())
+            .map(str::trim);
+        let mut state = self.lock();
+        if token
+            .is_some_and(|token| !token.contains(' ') && state.token_valid(token, Instant::now()))
+        {
             return Ok(());
         }
         state.counters.unauthorized += 1;
@@ -93,30 +126,31 @@ impl App {
     }
 
     /// Applies the receipt's fixture faults, then the chaos draw, to a lookup or confirm.
-    async fn receipt_faults(&self, receipt_id: &str) -> Result<(), Response> {
+    async fn receipt_faults(&self, receipt_id: &str, dialect: Dialect) -> Result<(), Response> {
         let (latency, failure, chaos) = {
             let mut state = self.lock();
             let (latency, failure) = state.receipt_fault(receipt_id);
             (latency, failure, state.roll_chaos())
         };
-        self.delay(latency).await?;
+        self.delay(latency, dialect).await?;
         if let Some(failure) = failure {
             let error = ApiError::server_error(failure.status);
-            return Err(match failure.retry_after_secs {
+            let error = match failure.retry_after_secs {
                 Some(secs) => error.retry_after(secs),
                 None => error,
-            }
-            .into());
+            };
+            return Err(error.render(dialect));
         }
         match chaos {
             None => Ok(()),
-            Some(chaos) => Err(self.chaos_answer(chaos, receipt_id).await),
+            Some(chaos) => Err(self.chaos_answer(chaos, receipt_id, dialect).await),
         }
     }
 
-    async fn chaos_answer(&self, chaos: Chaos, receipt_id: &str) -> Response {
+    async fn chaos_answer(&self, chaos: Chaos, receipt_id: &str, dialect: Dialect) -> Response {
         tracing::debug!(?chaos, "Injecting a chaos fault.");
-        let unavailable = || ApiError::server_error(StatusCode::SERVICE_UNAVAILABLE).into();
+        let unavailable =
+            || ApiError::server_error(StatusCode::SERVICE_UNAVAILABLE).render(dialect);
         match chaos {
             Chaos::Unavailable => unavailable(),
             Chaos::RateLimited => ApiError::new(
@@ -125,12 +159,12 @@ impl App {
                 "요청이 너무 많습니다. 잠시 후 다시 시도해 주세요.",
             )
             .retry_after(1)
-            .into(),
-            Chaos::Slow => match self.delay(self.chaos_timeout).await {
+            .render(dialect),
+            Chaos::Slow => match self.delay(self.chaos_timeout, dialect).await {
                 Ok(()) => unavailable(),
                 Err(response) => response,
             },
-            Chaos::Truncated => reply::truncated(receipt_id),
+            Chaos::Truncated => reply::truncated(dialect, receipt_id),
             Chaos::BadGateway => reply::bad_gateway(),
         }
     }
@@ -144,6 +178,15 @@ pub fn router(app: Arc<App>) -> Router {
         .route("/v2/receipt/{receipt_id}", get(lookup_receipt))
         .route("/v2/confirm", post(confirm))
         .route("/v2/cancel", post(cancel))
+        // v1 SDKs disagree on the `.json` suffix, so every v1 path takes it or not; the
+        // receipt route strips it from the id.
+        .route("/request/token", post(v1_request_token))
+        .route("/request/token.json", post(v1_request_token))
+        .route("/receipt/{receipt_id}", get(v1_lookup_receipt))
+        .route("/submit", post(v1_submit))
+        .route("/submit.json", post(v1_submit))
+        .route("/cancel", post(v1_cancel))
+        .route("/cancel.json", post(v1_cancel))
         .route("/_fake/health", get(health))
         .route("/_fake/stats", get(stats))
         .route("/_fake/tokens/revoke", post(revoke_tokens))
@@ -199,34 +242,30 @@ struct TokenRequest {
 
 async fn request_token(Extract(app): Extract<Arc<App>>, headers: HeaderMap, body: Bytes) -> Reply {
     app.lock().counters.token_requests += 1;
-    app.enter_v2().await?;
+    app.enter(Dialect::V2).await?;
     let credentials = parse_token_request(&headers, &body);
+    let wall = SystemTime::now();
     let issued = app
         .lock()
         .request_token(
             credentials.application_id.as_deref(),
             credentials.private_key.as_deref(),
             Instant::now(),
+            wall,
         )
         .ok_or_else(ApiError::credentials_refused)?;
-    let server_time = clock::unix_secs(SystemTime::now());
-    let expire_in = issued.remaining.as_secs();
     Ok(Json(json!({
         "access_token": issued.access_token,
-        "expire_in": expire_in,
-        "server_time": server_time,
-        "expired_at": server_time + expire_in,
+        "expire_in": issued.remaining.as_secs(),
+        "server_time": clock::unix_secs(wall),
+        "expired_at": issued.expired_at,
     }))
     .into_response())
 }
 
 /// Reads JSON, or a form body as old clients send it.
 fn parse_token_request(headers: &HeaderMap, body: &[u8]) -> TokenRequest {
-    let is_form = headers
-        .get(CONTENT_TYPE)
-        .and_then(|value| value.to_str().ok())
-        .is_some_and(|value| value.starts_with("application/x-www-form-urlencoded"));
-    if !is_form {
+    if !is_form(headers) {
         return serde_json::from_slice(body).unwrap_or_default();
     }
     let mut request = TokenRequest::default();
@@ -247,9 +286,9 @@ async fn lookup_receipt(
     headers: HeaderMap,
 ) -> Reply {
     app.lock().count_lookup(&receipt_id);
-    app.enter_v2().await?;
+    app.enter(Dialect::V2).await?;
     app.authorize(&headers)?;
-    app.receipt_faults(&receipt_id).await?;
+    app.receipt_faults(&receipt_id, Dialect::V2).await?;
     let receipt = app.lock().receipt(&receipt_id).cloned();
     let receipt = receipt.ok_or_else(ApiError::receipt_not_found)?;
     Ok(Json(receipt).into_response())
@@ -264,50 +303,164 @@ async fn confirm(Extract(app): Extract<Arc<App>>, headers: HeaderMap, body: Byte
     let request = parse_json::<ConfirmRequest>(&body);
     let receipt_id = request.as_ref().ok().map(|r| r.receipt_id.as_str());
     app.lock().count_confirm(receipt_id);
-    app.enter_v2().await?;
+    app.enter(Dialect::V2).await?;
     app.authorize(&headers)?;
     let request = request?;
-    app.receipt_faults(&request.receipt_id).await?;
+    app.receipt_faults(&request.receipt_id, Dialect::V2).await?;
     let receipt = app.lock().confirm(&request.receipt_id, SystemTime::now())?;
     Ok(Json(receipt).into_response())
 }
 
-/// Cancel request body; Bootpay's other optional fields (`cancel_id`, `cancel_message`, ...)
-/// are accepted and ignored.
+/// v2 cancel body; Bootpay's other optional fields (`cancel_username`, `cancel_message`,
+/// `metadata`, `refund`, ...) are accepted and ignored. SDKs send `null` for what they leave
+/// out, and python sends `cancel_id: ""`, which counts as no id.
 #[derive(Deserialize)]
-struct CancelRequest {
+struct V2CancelRequest {
     receipt_id: String,
     #[serde(default)]
     cancel_price: Option<Number>,
+    #[serde(default)]
+    cancel_tax_free: Option<Number>,
+    #[serde(default)]
+    cancel_id: Option<String>,
 }
 
-/// `POST /v2/cancel`. Not subject to fixture faults or chaos, which model lookup and confirm
+/// `POST /v2/cancel`: answers the receipt after the cancel (or as it is, for a `cancel_id`
+/// already seen). Not subject to fixture faults or chaos, which model lookup and confirm
 /// trouble only.
 async fn cancel(Extract(app): Extract<Arc<App>>, headers: HeaderMap, body: Bytes) -> Reply {
-    let request = parse_json::<CancelRequest>(&body);
+    let request = parse_json::<V2CancelRequest>(&body);
     let receipt_id = request.as_ref().ok().map(|r| r.receipt_id.as_str());
     app.lock().count_cancel(receipt_id);
-    app.enter_v2().await?;
+    app.enter(Dialect::V2).await?;
     app.authorize(&headers)?;
     let request = request?;
-    let cancel_price = request.cancel_price.as_ref();
-    if cancel_price.is_some_and(|price| !price.as_f64().is_some_and(|p| p > 0.0)) {
-        return Err(ApiError::invalid_request("cancel_price must be a positive amount").into());
-    }
-    let receipt = app
+    let amount = |number: Option<&Number>, name: &str| match number {
+        None => Ok(None),
+        Some(number) => Amount::from_number(number)
+            .map(Some)
+            .ok_or_else(|| ApiError::invalid_request(format!("{name} must be a number"))),
+    };
+    let cancel = CancelRequest {
+        amount: amount(request.cancel_price.as_ref(), "cancel_price")?,
+        tax_free: amount(request.cancel_tax_free.as_ref(), "cancel_tax_free")?,
+        cancel_id: request.cancel_id,
+    };
+    let cancelled = app
         .lock()
-        .cancel(&request.receipt_id, cancel_price, SystemTime::now())?;
-    Ok(Json(receipt).into_response())
+        .cancel(&request.receipt_id, &cancel, SystemTime::now())?;
+    Ok(Json(cancelled.receipt).into_response())
 }
 
-/// Unknown routes and methods. Under `/v2` they go through latency and outage like any
-/// Bootpay call.
+// ---- Bootpay v1 ----
+
+fn v1_error(error: ApiError) -> Response {
+    error.render(Dialect::V1)
+}
+
+/// `POST /request/token`: v2's token (same store, same reuse rule) in v1's envelope.
+async fn v1_request_token(
+    Extract(app): Extract<Arc<App>>,
+    headers: HeaderMap,
+    body: Bytes,
+) -> Reply {
+    app.lock().counters.token_requests += 1;
+    app.enter(Dialect::V1).await?;
+    let fields = v1::fields(content_type(&headers), &body);
+    let wall = SystemTime::now();
+    let issued = app
+        .lock()
+        .request_token(
+            v1::text(&fields, "application_id").as_deref(),
+            v1::text(&fields, "private_key").as_deref(),
+            Instant::now(),
+            wall,
+        )
+        .ok_or_else(|| v1_error(ApiError::credentials_refused()))?;
+    Ok(reply::envelope(json!({
+        "token": issued.access_token,
+        "server_time": clock::unix_secs(wall),
+        "expired_at": issued.expired_at,
+    })))
+}
+
+/// `GET /receipt/{id}`: the receipt in v1's shape.
+async fn v1_lookup_receipt(
+    Extract(app): Extract<Arc<App>>,
+    Path(receipt_id): Path<String>,
+    headers: HeaderMap,
+) -> Reply {
+    let receipt_id = receipt_id.strip_suffix(".json").unwrap_or(&receipt_id);
+    app.lock().count_lookup(receipt_id);
+    app.enter(Dialect::V1).await?;
+    app.authorize_v1(&headers).map_err(v1_error)?;
+    app.receipt_faults(receipt_id, Dialect::V1).await?;
+    let receipt = app.lock().receipt(receipt_id).map(v1::receipt);
+    let receipt = receipt.ok_or_else(|| v1_error(ApiError::receipt_not_found()))?;
+    Ok(reply::envelope(receipt))
+}
+
+/// `POST /submit`: v1's server confirm, with v2's rules; answers the receipt after.
+async fn v1_submit(Extract(app): Extract<Arc<App>>, headers: HeaderMap, body: Bytes) -> Reply {
+    let fields = v1::fields(content_type(&headers), &body);
+    let receipt_id = v1::text(&fields, "receipt_id");
+    app.lock().count_confirm(receipt_id.as_deref());
+    app.enter(Dialect::V1).await?;
+    app.authorize_v1(&headers).map_err(v1_error)?;
+    let receipt_id = receipt_id.ok_or_else(|| v1_error(receipt_id_required()))?;
+    app.receipt_faults(&receipt_id, Dialect::V1).await?;
+    let receipt = app
+        .lock()
+        .confirm(&receipt_id, SystemTime::now())
+        .map_err(v1_error)?;
+    Ok(reply::envelope(v1::receipt(&receipt)))
+}
+
+/// `POST /cancel`: `price` for a partial cancel, `tax_free`, `cancel_id`; `name` and
+/// `reason` are accepted and ignored. Answers v1's cancel data. Like v2's cancel, not
+/// subject to faults or chaos.
+async fn v1_cancel(Extract(app): Extract<Arc<App>>, headers: HeaderMap, body: Bytes) -> Reply {
+    let fields = v1::fields(content_type(&headers), &body);
+    let receipt_id = v1::text(&fields, "receipt_id");
+    app.lock().count_cancel(receipt_id.as_deref());
+    app.enter(Dialect::V1).await?;
+    app.authorize_v1(&headers).map_err(v1_error)?;
+    let receipt_id = receipt_id.ok_or_else(|| v1_error(receipt_id_required()))?;
+    let amount = |name| v1::amount(&fields, name).map_err(ApiError::invalid_request);
+    let request = CancelRequest {
+        amount: amount("price").map_err(v1_error)?,
+        tax_free: amount("tax_free").map_err(v1_error)?,
+        cancel_id: v1::text(&fields, "cancel_id"),
+    };
+    let cancelled = app
+        .lock()
+        .cancel(&receipt_id, &request, SystemTime::now())
+        .map_err(v1_error)?;
+    Ok(reply::envelope(cancelled.data))
+}
+
+fn receipt_id_required() -> ApiError {
+    ApiError::invalid_request("receipt_id is required")
+}
+
+/// Unknown routes and methods: v2's error under `/v2`, v1's envelope at the root, both after
+/// latency and outage like any Bootpay call; v2's error, at once, under `/_fake`.
 async fn not_found(Extract(app): Extract<Arc<App>>, uri: Uri) -> Reply {
     let path = uri.path();
-    if path == "/v2" || path.starts_with("/v2/") {
-        app.enter_v2().await?;
+    let under = |prefix: &str| {
+        path.strip_prefix(prefix)
+            .is_some_and(|rest| rest.is_empty() || rest.starts_with('/'))
+    };
+    if under("/_fake") {
+        return Err(ApiError::route_not_found().into());
     }
-    Err(ApiError::route_not_found().into())
+    let dialect = if under("/v2") {
+        Dialect::V2
+    } else {
+        Dialect::V1
+    };
+    app.enter(dialect).await?;
+    Err(ApiError::route_not_found().render(dialect))
 }
 
 // ---- control API ----
@@ -328,9 +481,11 @@ async fn revoke_tokens(Extract(app): Extract<Arc<App>>) -> Json<Value> {
     Json(json!({ "revoked": revoked }))
 }
 
+/// Replaces the accepted credentials: any of `application_id`, `private_key`, `client_key`
+/// and `secret_key`; those left out stay as they are.
 async fn set_credentials(Extract(app): Extract<Arc<App>>, body: Bytes) -> Reply {
-    let credentials: Credentials = parse_json(&body)?;
-    app.lock().set_credentials(credentials);
+    let update: CredentialsUpdate = parse_json(&body)?;
+    app.lock().update_credentials(update);
     tracing::info!("Accepted credentials changed.");
     Ok(Json(json!({ "ok": true })).into_response())
 }
@@ -421,10 +576,34 @@ fn parse_json<T: DeserializeOwned>(body: &[u8]) -> Result<T, ApiError> {
         .map_err(|error| ApiError::invalid_request(format!("invalid JSON body: {error}")))
 }
 
-/// The token from `Authorization: Bearer <token>`. A bare token (the v1 style) is refused.
-fn bearer_token(headers: &HeaderMap) -> Option<&str> {
+enum Scheme {
+    Bearer,
+    Basic,
+}
+
+/// The scheme and credentials of `Authorization: Bearer <token>` or `Basic <base64>`. A bare
+/// token (the v1 style) or another scheme is `None`.
+fn authorization(headers: &HeaderMap) -> Option<(Scheme, &str)> {
     let value = headers.get(AUTHORIZATION)?.to_str().ok()?;
-    let (scheme, token) = value.split_once(' ')?;
-    let token = token.trim();
-    (scheme.eq_ignore_ascii_case("bearer") && !token.is_empty()).then_some(token)
+    let (scheme, credentials) = value.split_once(' ')?;
+    let credentials = credentials.trim();
+    if credentials.is_empty() {
+        return None;
+    }
+    if scheme.eq_ignore_ascii_case("bearer") {
+        Some((Scheme::Bearer, credentials))
+    } else if scheme.eq_ignore_ascii_case("basic") {
+        Some((Scheme::Basic, credentials))
+    } else {
+        None
+    }
+}
+
+fn content_type(headers: &HeaderMap) -> Option<&str> {
+    headers.get(CONTENT_TYPE)?.to_str().ok()
+}
+
+fn is_form(headers: &HeaderMap) -> bool {
+    content_type(headers)
+        .is_some_and(|value| value.starts_with("application/x-www-form-urlencoded"))
 }

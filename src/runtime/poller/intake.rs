@@ -142,10 +142,11 @@ impl Intake {
         });
     }
 
-    /// Runs until `stop`. While intake is open it renews the Bootpay token ahead of its
-    /// expiry, so an idle worker still holds one. Whenever intake is paused for Bootpay's
-    /// sake, it probes Bootpay (a fresh token, then a receipt lookup) after a growing,
-    /// jittered delay, and reopens intake once both answer.
+    /// Runs until `stop`. While intake is open it renews the Bootpay token (if the
+    /// credentials use one) ahead of its expiry, so an idle worker still holds one.
+    /// Whenever intake is paused for Bootpay's sake, it probes Bootpay (a fresh token if
+    /// any, then a receipt lookup) after a growing, jittered delay, and reopens intake once
+    /// it answers.
     pub async fn probe_while_paused(
         &self,
         bootpay: &BootpayClient,
@@ -154,10 +155,15 @@ impl Intake {
         stop: CancellationToken,
     ) {
         loop {
-            let renew_in = bootpay
-                .renewal_due_in()
-                .unwrap_or(IDLE_TOKEN_RETRY)
-                .max(Duration::from_secs(1));
+            // With client and secret keys there is no token to keep fresh.
+            let renew_in = if bootpay.uses_tokens() {
+                bootpay
+                    .renewal_due_in()
+                    .unwrap_or(IDLE_TOKEN_RETRY)
+                    .max(Duration::from_secs(1))
+            } else {
+                Duration::MAX
+            };
             let reason = tokio::select! {
                 _ = stop.cancelled() => return,
                 reason = self.paused() => reason,

@@ -199,8 +199,13 @@ impl Poller {
         });
 
         // Learn at once whether Bootpay takes the credentials; a refusal pauses intake.
-        if let Err(e) = self.bootpay.renew_token().await {
-            tracing::error!(message = "Bootpay did not issue a token at start-up.", error = %crate::error_chain(&e));
+        if let Err(e) = self.bootpay.check_credentials().await {
+            let what = if self.bootpay.uses_tokens() {
+                "Bootpay did not issue a token at start-up."
+            } else {
+                "Bootpay did not answer a probe at start-up."
+            };
+            tracing::error!(message = what, error = %crate::error_chain(&e));
         }
         tracing::info!(
             message = "Worker started.",
@@ -368,7 +373,7 @@ impl health::Ready for PollerReadiness {
         if !self.readiness.is_receiving() {
             return Some("receiving from the purchase queue fails".into());
         }
-        if !self.bootpay.has_token() {
+        if !self.bootpay.is_authorised() {
             return Some("no valid Bootpay token".into());
         }
         None
