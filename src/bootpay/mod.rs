@@ -19,6 +19,7 @@
 mod client;
 mod error;
 mod redact;
+mod time;
 mod token;
 mod v1;
 mod v2;

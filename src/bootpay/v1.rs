@@ -52,6 +52,10 @@ struct WireReceipt {
     unit: Option<String>,
     #[serde(default)]
     cancelled_price: Option<Number>,
+    /// The PG's own data; a virtual account's deposit deadline is its `expiredate`. Kept
+    /// loose: a shape we do not expect here must not make the receipt unreadable.
+    #[serde(default)]
+    payment_data: Option<serde_json::Value>,
 }
 
 impl From<WireReceipt> for Receipt {
@@ -65,6 +69,11 @@ impl From<WireReceipt> for Receipt {
             cancelled_price: wire.cancelled_price,
             // v1 receipts do not say whether a test project made them.
             sandbox: None,
+            deposit_due: wire
+                .payment_data
+                .as_ref()
+                .and_then(|p| p.get("expiredate")?.as_str())
+                .and_then(super::time::parse),
         }
     }
 }

@@ -35,6 +35,10 @@ struct WireReceipt {
     /// Set on payments made with a test project.
     #[serde(default)]
     sandbox: Option<bool>,
+    /// A virtual account's details, its deposit deadline (`expired_at`) among them. Kept
+    /// loose: a shape we do not expect here must not make the receipt unreadable.
+    #[serde(default)]
+    vbank_data: Option<serde_json::Value>,
 }
 
 impl From<WireReceipt> for Receipt {
@@ -47,6 +51,11 @@ impl From<WireReceipt> for Receipt {
             currency: wire.currency,
             cancelled_price: wire.cancelled_price,
             sandbox: wire.sandbox,
+            deposit_due: wire
+                .vbank_data
+                .as_ref()
+                .and_then(|v| v.get("expired_at")?.as_str())
+                .and_then(super::time::parse),
         }
     }
 }

@@ -21,6 +21,9 @@ pub const IN_FLIGHT: &str = "receipt_verifier_messages_in_flight";
 pub const DECISION_LATENCY: &str = "receipt_verifier_decision_latency_seconds";
 pub const PROCESSING_DURATION: &str = "receipt_verifier_processing_duration_seconds";
 pub const INTAKE_PAUSED: &str = "receipt_verifier_intake_paused";
+pub const PARKED: &str = "receipt_verifier_parked_total";
+pub const NOTIFICATIONS_UNCHANGED: &str = "receipt_verifier_notifications_unchanged_total";
+pub const LEDGER_REQUESTS: &str = "receipt_verifier_ledger_requests_total";
 
 /// Installs the Prometheus recorder for this process and returns the handle that
 /// renders `/metrics`.
@@ -84,6 +87,18 @@ fn describe() {
         "From receive to decision published."
     );
     describe_gauge!(INTAKE_PAUSED, "1 while intake is paused, by reason.");
+    describe_counter!(
+        PARKED,
+        "Purchases parked in the ledger to await a virtual-account deposit."
+    );
+    describe_counter!(
+        NOTIFICATIONS_UNCHANGED,
+        "Notifications that changed nothing, by why."
+    );
+    describe_counter!(
+        LEDGER_REQUESTS,
+        "Ledger (DynamoDB) requests, by operation and outcome."
+    );
 }
 
 pub fn received(count: usize) {
@@ -93,14 +108,29 @@ pub fn received(count: usize) {
 pub fn decided(
     decision: &'static str,
     reason: &'static str,
+    repeat: bool,
     processing: Duration,
     end_to_end: Option<Duration>,
 ) {
-    counter!(DECISIONS, "decision" => decision, "reason" => reason).increment(1);
+    let repeat = if repeat { "true" } else { "false" };
+    counter!(DECISIONS, "decision" => decision, "reason" => reason, "repeat" => repeat)
+        .increment(1);
     histogram!(PROCESSING_DURATION).record(processing.as_secs_f64());
     if let Some(latency) = end_to_end {
         histogram!(DECISION_LATENCY).record(latency.as_secs_f64());
     }
+}
+
+pub fn parked() {
+    counter!(PARKED).increment(1);
+}
+
+pub fn notification_unchanged(why: &'static str) {
+    counter!(NOTIFICATIONS_UNCHANGED, "why" => why).increment(1);
+}
+
+pub fn ledger_request(operation: &'static str, outcome: &'static str) {
+    counter!(LEDGER_REQUESTS, "operation" => operation, "outcome" => outcome).increment(1);
 }
 
 pub fn dead_lettered(cause: &'static str) {

@@ -7,6 +7,9 @@
 pub mod lambda;
 pub mod poller;
 
+/// The core as every runtime runs it: Bootpay behind the `Payments` port.
+pub type Core = receipt_verifier_core::Pipeline<std::sync::Arc<crate::bootpay::BootpayClient>>;
+
 /// Waits for a task and re-raises its panic, so a bug in a background task is not
 /// swallowed. A cancelled task is fine: it was asked to stop.
 pub async fn join(task: tokio::task::JoinHandle<()>) {

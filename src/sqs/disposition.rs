@@ -11,12 +11,31 @@ use super::publish::Published;
 /// SQS's ceiling for a visibility timeout (12 hours).
 pub const MAX_VISIBILITY: Duration = Duration::from_secs(43_200);
 
+/// Proof that a purchase message may be deleted: its decision or dead letter was
+/// published, or the core recorded all there was to record and has nothing to publish (a
+/// virtual account parked in the ledger, a notification that changed nothing).
+#[derive(Debug)]
+pub struct Settled(());
+
+impl From<Published> for Settled {
+    fn from(_: Published) -> Self {
+        Self(())
+    }
+}
+
+impl Settled {
+    /// Only the settler decides that an outcome needs no publish.
+    pub(super) fn with_nothing_to_publish() -> Self {
+        Self(())
+    }
+}
+
 /// The fate of one purchase message, shared by the poller and the Lambda.
 #[derive(Debug)]
 pub enum Disposition {
-    /// Its decision or dead letter is published: delete it (the Lambda reports it
-    /// successful and lets the event source mapping delete it).
-    Ack(Published),
+    /// Settled: delete it (the Lambda reports it successful and lets the event source
+    /// mapping delete it).
+    Ack(Settled),
     /// No decision yet: visible again after `delay`. `why` is a metric label.
     Delay { delay: Duration, why: &'static str },
     /// Left as it is, to come back when its visibility runs out (publishing failed).
@@ -105,7 +124,7 @@ impl Acker {
     pub async fn delete(
         &self,
         message: &PurchaseMessage,
-        _proof: &Published,
+        _proof: &Settled,
     ) -> Result<(), AckError> {
         self.deletes
             .submit(message.receipt_handle.clone())

@@ -26,6 +26,22 @@ pub struct PurchaseMessage {
 }
 
 impl PurchaseMessage {
+    /// A purchase, or a notification (marked by its `type` attribute) that a receipt may
+    /// have changed.
+    pub fn inbound(&self) -> receipt_verifier_core::Inbound {
+        use receipt_verifier_core::notification::{NOTIFICATION_TYPE, TYPE_ATTRIBUTE};
+        let marked = self
+            .attributes
+            .get(TYPE_ATTRIBUTE)
+            .and_then(|a| a.string_value())
+            == Some(NOTIFICATION_TYPE);
+        if marked {
+            receipt_verifier_core::Inbound::Notification
+        } else {
+            receipt_verifier_core::Inbound::Purchase
+        }
+    }
+
     /// From an SQS `sent` timestamp attribute in epoch milliseconds.
     pub fn parse_sent_at(millis: &str) -> Option<SystemTime> {
         let ms = millis.parse::<u64>().ok()?;

@@ -21,7 +21,7 @@ pub mod settle;
 
 pub use batch::{Batcher, EntryError, Flush, MAX_BATCH};
 pub use calls::{DeleteFlush, Outgoing, SendFlush, VisibilityFlush, string_attribute};
-pub use disposition::{Acker, Disposition, Requeue, VisibilityChanger};
+pub use disposition::{Acker, Disposition, Requeue, Settled, VisibilityChanger};
 pub use message::PurchaseMessage;
 pub use publish::{Published, Publisher};
 pub use queues::Queues;

@@ -1,11 +1,11 @@
-//! Publish stage: turns a verdict into the decision message on the result queue, and a
-//! malformed purchase into a dead letter. Both go out before the purchase is deleted:
+//! Publish stage: puts a decision message on the result queue, and a malformed message
+//! into a dead letter. Both go out before the purchase is deleted:
 //! a successful publish returns [`Published`], the proof an acknowledgement needs.
 
 use std::collections::HashMap;
 
 use aws_sdk_sqs::types::MessageAttributeValue;
-use receipt_verifier_core::{DecisionMessage, DecodeError, PurchaseEvent, Verdict};
+use receipt_verifier_core::{DecisionMessage, DecodeError};
 
 use super::batch::{Batcher, EntryError};
 use super::calls::{Outgoing, refuses_the_message, string_attribute};
@@ -49,7 +49,7 @@ pub struct DeadLetter<'a> {
     pub code: &'static str,
     pub error: String,
     /// Set when a decision was reached but could not be published.
-    pub verdict: Option<&'a Verdict>,
+    pub decision: Option<&'a DecisionMessage>,
 }
 
 impl Publisher {
@@ -75,10 +75,8 @@ impl Publisher {
     pub async fn decision(
         &self,
         message: &PurchaseMessage,
-        event: &PurchaseEvent,
-        verdict: &Verdict,
+        body: &DecisionMessage,
     ) -> Result<Published, PublishError> {
-        let body = DecisionMessage::new(event, verdict, std::time::SystemTime::now());
         let mut attributes = HashMap::from([
             (
                 "decision".to_owned(),
@@ -86,6 +84,9 @@ impl Publisher {
             ),
             ("reason".to_owned(), string_attribute(body.reason.as_str())),
         ]);
+        if body.repeat {
+            attributes.insert("repeat".to_owned(), string_attribute("true"));
+        }
         if let Some(trace) = message.attributes.get(TRACEPARENT) {
             attributes.insert(TRACEPARENT.to_owned(), trace.clone());
         }
@@ -94,7 +95,7 @@ impl Publisher {
             attributes,
             fifo: self
                 .results_fifo
-                .then(|| (group_of(&event.receipt_id), message.message_id.clone())),
+                .then(|| (group_of(&body.receipt_id), message.message_id.clone())),
         };
         self.results
             .submit(outgoing)
@@ -127,13 +128,12 @@ impl Publisher {
             "source_message_id".into(),
             string_attribute(message.message_id.clone()),
         );
-        if let Some(verdict) = letter.verdict {
-            let reason = verdict.reason;
+        if let Some(decision) = letter.decision {
             attributes.insert(
                 "decision".into(),
-                string_attribute(reason.decision().as_str()),
+                string_attribute(decision.decision.as_str()),
             );
-            attributes.insert("reason".into(), string_attribute(reason.as_str()));
+            attributes.insert("reason".into(), string_attribute(decision.reason.as_str()));
         }
         // SQS allows ten attributes; ours are the ones an operator needs, then the trace
         // context. The purchase's own go last-named first, so the same ones always stay.
@@ -176,7 +176,7 @@ impl<'a> From<&'a DecodeError> for DeadLetter<'a> {
         Self {
             code: error.code(),
             error: error.to_string(),
-            verdict: None,
+            decision: None,
         }
     }
 }
@@ -254,15 +254,20 @@ mod tests {
             attributes,
             group_id: None,
         };
-        let verdict = Verdict {
+        let event = receipt_verifier_core::PurchaseEvent::parse(
+            r#"{"receipt_id": "r-1", "order_id": "o-1", "price": 1}"#,
+        )
+        .unwrap();
+        let verdict = receipt_verifier_core::Verdict {
             reason: receipt_verifier_core::Reason::Verified,
             paid_price: None,
             payment_status: Some(receipt_verifier_core::PaymentStatus::Paid),
         };
+        let decision = DecisionMessage::new(&event, &verdict, std::time::SystemTime::now());
         let letter = DeadLetter {
             code: "decision_refused",
             error: "InvalidParameterValue: too long".into(),
-            verdict: Some(&verdict),
+            decision: Some(&decision),
         };
         publisher.dead_letter(&message, &letter).await.unwrap();
 

@@ -1,13 +1,14 @@
 //! From an [`Outcome`] to a [`Disposition`]: the one place where a purchase's decision or
-//! dead letter is published and where it is decided whether the purchase may go.
+//! dead letter is published and where it is decided whether the message may go.
 //!
 //! Invariant: [`Disposition::Ack`] comes only from a publish that SQS accepted (it holds
-//! the [`Published`](super::Published) proof); every other path leaves the purchase on
-//! its queue.
+//! the [`Published`](super::Published) proof), or from an outcome the core has recorded
+//! in full with nothing to publish (a parked virtual account, a notification that changed
+//! nothing); every other path leaves the message on its queue.
 
-use receipt_verifier_core::{DecodeError, Outcome, PurchaseEvent, Verdict};
+use receipt_verifier_core::{DecisionMessage, DecodeError, Outcome};
 
-use super::disposition::{Disposition, Requeue};
+use super::disposition::{Disposition, Requeue, Settled};
 use super::message::PurchaseMessage;
 use super::publish::{DeadLetter, PublishError, Publisher};
 use crate::observability::metrics;
@@ -31,14 +32,16 @@ impl Settler {
 
     /// Publishes what `outcome` calls for and says what becomes of `message`:
     ///
-    /// - a decision is published, then the purchase is acknowledged; a decision SQS
-    ///   refuses for its content (too large, say) would be refused forever, so the
-    ///   purchase goes to the DLQ (`decision_refused`) with the decision it got;
+    /// - a decision (new, repeated from the ledger, or a revocation) is published, then
+    ///   the message is acknowledged; a decision SQS refuses for its content (too large,
+    ///   say) would be refused forever, so the message goes to the DLQ
+    ///   (`decision_refused`) with the decision it got;
+    /// - a parked virtual account or a notification that changed nothing is acknowledged;
     /// - an invalid body goes to the DLQ, byte for byte;
-    /// - a payment that is not final, or no answer from Bootpay, is handed back after the
-    ///   requeue delay for its receive count.
+    /// - a payment that is not final, or no answer from Bootpay or the ledger, is handed
+    ///   back after the requeue delay for its receive count.
     ///
-    /// A dead letter SQS does not take leaves the purchase where it is ([`Disposition::Hold`]):
+    /// A dead letter SQS does not take leaves the message where it is ([`Disposition::Hold`]):
     /// SQS's own redrive moves it to the same DLQ in the end.
     ///
     /// # Errors
@@ -46,29 +49,36 @@ impl Settler {
     pub async fn settle(
         &self,
         message: &PurchaseMessage,
-        event: Option<&PurchaseEvent>,
         outcome: &Outcome,
     ) -> Result<Disposition, Unpublished> {
-        match (outcome, event) {
-            (Outcome::Decided(verdict), Some(event)) => {
-                self.publish_decision(message, event, verdict).await
+        match outcome {
+            Outcome::Decided(decision)
+            | Outcome::Redelivered(decision)
+            | Outcome::Revoked(decision) => self.publish_decision(message, decision).await,
+            Outcome::Parked { due } => {
+                tracing::info!(
+                    message = "Awaiting the virtual account's deposit; the ledger follows it from here.",
+                    due = %humantime::format_rfc3339_seconds(*due),
+                );
+                metrics::parked();
+                Ok(Disposition::Ack(Settled::with_nothing_to_publish()))
             }
-            (Outcome::Invalid(error), _) => Ok(self.dead_letter_invalid(message, error).await),
-            (Outcome::NotFinal { status }, _) => Ok(self.requeue(
+            Outcome::Unchanged(why) => {
+                tracing::info!(message = "The notification changes nothing.", why);
+                metrics::notification_unchanged(why);
+                Ok(Disposition::Ack(Settled::with_nothing_to_publish()))
+            }
+            Outcome::Invalid(error) => Ok(self.dead_letter_invalid(message, error).await),
+            Outcome::NotFinal { status } => Ok(self.requeue(
                 message,
                 "not_final",
                 &format!("payment status {status} is not final"),
             )),
-            (Outcome::Unavailable(error), _) => {
+            Outcome::Unavailable(error) => {
                 Ok(self.requeue(message, "bootpay_error", &crate::error_chain(error)))
             }
-            (Outcome::Decided(_), None) => {
-                // The pipeline decides only decoded events; keep the purchase rather than
-                // publish half a decision.
-                tracing::error!(
-                    message = "A decision without its event; leaving the purchase queued."
-                );
-                Ok(Disposition::Hold)
+            Outcome::LedgerUnavailable(error) => {
+                Ok(self.requeue(message, "ledger_error", &crate::error_chain(error)))
             }
         }
     }
@@ -93,39 +103,40 @@ impl Settler {
     async fn publish_decision(
         &self,
         message: &PurchaseMessage,
-        event: &PurchaseEvent,
-        verdict: &Verdict,
+        decision: &DecisionMessage,
     ) -> Result<Disposition, Unpublished> {
         let published = with_retries(
-            || self.publisher.decision(message, event, verdict),
+            || self.publisher.decision(message, decision),
             |e: &PublishError| !e.is_refusal(),
         )
         .await;
         let proof = match published {
             Ok(proof) => proof,
             Err(e) if e.is_refusal() => {
-                return Ok(self.decision_refused(message, verdict, &e).await);
+                return Ok(self.decision_refused(message, decision, &e).await);
             }
             Err(e) => return Err(Unpublished(e)),
         };
         let processing = message.received_at.elapsed();
         let end_to_end = message.sent_at.and_then(|t| t.elapsed().ok());
         metrics::decided(
-            verdict.decision().as_str(),
-            verdict.reason.as_str(),
+            decision.decision.as_str(),
+            decision.reason.as_str(),
+            decision.repeat,
             processing,
             end_to_end,
         );
         tracing::info!(
             message = "Decision published.",
-            decision = verdict.decision().as_str(),
-            reason = verdict.reason.as_str(),
-            receipt_id = %event.receipt_id,
-            order_id = %event.order_id,
+            decision = decision.decision.as_str(),
+            reason = decision.reason.as_str(),
+            repeat = decision.repeat,
+            receipt_id = %decision.receipt_id,
+            order_id = %decision.order_id,
             latency_ms = processing.as_millis() as u64,
             end_to_end_ms = end_to_end.map(|d| d.as_millis() as u64),
         );
-        Ok(Disposition::Ack(proof))
+        Ok(Disposition::Ack(proof.into()))
     }
 
     async fn dead_letter_invalid(
@@ -145,20 +156,20 @@ impl Settler {
     async fn decision_refused(
         &self,
         message: &PurchaseMessage,
-        verdict: &Verdict,
+        decision: &DecisionMessage,
         error: &PublishError,
     ) -> Disposition {
         let error = crate::error_chain(error);
         tracing::error!(
             message = "The result queue refuses this decision; sending the purchase to the dead-letter queue.",
-            decision = verdict.decision().as_str(),
-            reason = verdict.reason.as_str(),
+            decision = decision.decision.as_str(),
+            reason = decision.reason.as_str(),
             error = %error,
         );
         let letter = DeadLetter {
             code: "decision_refused",
             error,
-            verdict: Some(verdict),
+            decision: Some(decision),
         };
         self.dead_letter(message, letter).await
     }
@@ -171,7 +182,7 @@ impl Settler {
         match sent.await {
             Ok(proof) => {
                 metrics::dead_lettered(letter.code);
-                Disposition::Ack(proof)
+                Disposition::Ack(proof.into())
             }
             Err(e) => {
                 tracing::error!(

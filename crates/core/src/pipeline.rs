@@ -1,101 +1,423 @@
-//! The pipeline: one inbound purchase in, one [`Outcome`] out. It decodes the body, looks
-//! the receipt up through the [`Payments`] port, applies the rules, and confirms a payment
-//! that awaits confirmation only after it has passed every check.
+//! The pipeline: one inbound message in (a purchase, or a notification that a receipt may
+//! have changed), one [`Outcome`] out. It decodes the body, consults the [`Ledger`], looks
+//! the receipt up through the [`Payments`] port, applies the rules, confirms a payment
+//! that awaits confirmation only after it has passed every check, and records what it
+//! decided before the runtime publishes it.
 //!
-//! Invariant: `confirm` is called only on a receipt [`judge`] found
-//! [`Judgement::Confirm`], so no money is captured for a tampered purchase.
+//! Invariants:
+//! - `confirm` is called only on a receipt [`judge`] found [`Judgement::Confirm`], so no
+//!   money is captured for a tampered purchase;
+//! - with a ledger, a receipt is fulfilled at most once, ever: a `fulfill` is published
+//!   only after a compare-and-set moved its entry out of a state that had none, and a
+//!   receipt the ledger has decided is answered with the recorded decision, marked as a
+//!   repeat;
+//! - only reasons about the payment itself are recorded: a mismatch says the event was
+//!   wrong (tampered or replayed) and must not keep the receipt from its real purchase.
 
-use crate::decision::{Reason, Verdict};
-use crate::event::{DecodeError, PurchaseEvent};
+use std::time::{Duration, SystemTime};
+
+use serde_json::Number;
+
+use crate::decision::{DecisionMessage, Reason, Verdict};
+use crate::event::{Amount, DecodeError, PurchaseEvent};
+use crate::ledger::{Ledger, LedgerEntry, LedgerError, LedgerState, NoLedger, Written};
+use crate::notification::Notification;
 use crate::payments::{Deadline, FailureKind, Payments, PaymentsError};
 use crate::receipt::{PaymentStatus, Receipt};
 use crate::rules::{Judgement, Policy, judge};
 
-/// What became of one purchase. The runtime applies it in its own terms (publish and
-/// delete, requeue with a delay, hold, or report a failed record).
+/// How long a virtual account is waited for when Bootpay gives no deadline: the longest a
+/// PG allows (Toss: 7 days by default, at most 30).
+pub const DEFAULT_DEPOSIT_WINDOW: Duration = Duration::from_secs(30 * 24 * 3600);
+
+/// Lost compare-and-set races on one entry before giving up for now.
+const MAX_RACES: usize = 4;
+
+/// What became of one inbound message. The runtime applies it in its own terms (publish
+/// and delete, requeue with a delay, hold, or report a failed record).
 #[derive(Debug)]
 pub enum Outcome {
-    /// A final decision: publish it, then acknowledge the purchase.
-    Decided(Verdict),
-    /// The body breaks the event contract: dead-letter it; trying again cannot help.
+    /// A new decision (recorded first when there is a ledger): publish it, then
+    /// acknowledge.
+    Decided(DecisionMessage),
+    /// The ledger already holds a decision for this purchase: publish it again, marked
+    /// as a repeat, then acknowledge.
+    Redelivered(DecisionMessage),
+    /// A fulfilled payment was cancelled, wholly or partly (recorded): publish the
+    /// `revoke`, then acknowledge.
+    Revoked(DecisionMessage),
+    /// The payment awaits a virtual-account deposit, and the ledger now follows it:
+    /// acknowledge without a decision; the deposit (a webhook or the sweep) brings one.
+    Parked { due: SystemTime },
+    /// A notification that changes nothing (the why is a bounded label): acknowledge.
+    Unchanged(&'static str),
+    /// The body breaks the contract: dead-letter it; trying again cannot help.
     Invalid(DecodeError),
     /// The payment is not final yet (pending, awaiting a deposit, …): ask again later.
     NotFinal { status: PaymentStatus },
     /// The payment service gave no answer about the payment.
     Unavailable(PaymentsError),
+    /// The ledger gave no answer: nothing may be decided until it does.
+    LedgerUnavailable(LedgerError),
 }
 
-/// An inbound purchase after the pipeline: its event, when the body kept the contract,
-/// and its outcome.
-#[derive(Debug)]
-pub struct Processed {
-    pub event: Option<PurchaseEvent>,
-    pub outcome: Outcome,
+impl Outcome {
+    /// The decision to publish, if the outcome has one.
+    pub fn message(&self) -> Option<&DecisionMessage> {
+        match self {
+            Self::Decided(m) | Self::Redelivered(m) | Self::Revoked(m) => Some(m),
+            _ => None,
+        }
+    }
 }
 
-/// The verification core, generic over how payments are reached.
+/// What a message on the purchase queue is.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum Inbound {
+    Purchase,
+    Notification,
+}
+
+/// The verification core, generic over how payments are reached and where decisions are
+/// remembered.
 #[derive(Debug)]
-pub struct Pipeline<P> {
+pub struct Pipeline<P, L = NoLedger> {
     payments: P,
+    ledger: L,
     policy: Policy,
 }
 
+/// What the payment service says about a purchase, before the ledger.
+enum Finding {
+    Decided(Verdict),
+    NotFinal(Receipt),
+    Failed(Outcome),
+}
+
+/// One try at an entry: done, or the entry changed under us (here it is now).
+enum Attempt {
+    Done(Outcome),
+    Raced(Option<Box<LedgerEntry>>),
+}
+
 impl<P: Payments> Pipeline<P> {
+    /// A pipeline without a ledger.
     pub fn new(payments: P, policy: Policy) -> Self {
-        Self { payments, policy }
+        Self::with_ledger(payments, NoLedger, policy)
+    }
+}
+
+impl<P: Payments, L: Ledger> Pipeline<P, L> {
+    pub fn with_ledger(payments: P, ledger: L, policy: Policy) -> Self {
+        Self {
+            payments,
+            ledger,
+            policy,
+        }
     }
 
     pub fn payments(&self) -> &P {
         &self.payments
     }
 
-    /// Decodes and verifies one inbound body. Once decoded, the event's `receipt_id` and
+    pub fn ledger(&self) -> &L {
+        &self.ledger
+    }
+
+    /// Handles one message from the purchase queue.
+    pub async fn handle(&self, inbound: Inbound, body: &str, deadline: Deadline) -> Outcome {
+        match inbound {
+            Inbound::Purchase => self.process(body, deadline).await,
+            Inbound::Notification => self.process_notification(body, deadline).await,
+        }
+    }
+
+    /// Decodes and decides one purchase. Once decoded, the event's `receipt_id` and
     /// `order_id` are recorded on the current tracing span (where it declares them), so
     /// every later log line about the purchase carries them.
-    pub async fn process(&self, body: &str, deadline: Deadline) -> Processed {
+    pub async fn process(&self, body: &str, deadline: Deadline) -> Outcome {
         let event = match PurchaseEvent::parse(body) {
             Ok(event) => event,
-            Err(error) => {
-                return Processed {
-                    event: None,
-                    outcome: Outcome::Invalid(error),
-                };
-            }
+            Err(error) => return Outcome::Invalid(error),
         };
         let span = tracing::Span::current();
         span.record("receipt_id", event.receipt_id.as_str());
         span.record("order_id", event.order_id.as_str());
-        let outcome = self.verify(&event, deadline).await;
-        Processed {
-            event: Some(event),
-            outcome,
+        self.purchase(&event, deadline).await
+    }
+
+    /// Decides a decoded purchase; never [`Outcome::Invalid`].
+    pub async fn purchase(&self, event: &PurchaseEvent, deadline: Deadline) -> Outcome {
+        let mut entry = match self.ledger.get(&event.receipt_id).await {
+            Ok(entry) => entry,
+            Err(e) => return Outcome::LedgerUnavailable(e),
+        };
+        for _ in 0..MAX_RACES {
+            match self.purchase_once(event, entry, deadline).await {
+                Attempt::Done(outcome) => return outcome,
+                Attempt::Raced(now) => entry = now.map(|e| *e),
+            }
+        }
+        Outcome::LedgerUnavailable(LedgerError::new(KeptChanging))
+    }
+
+    /// Decodes a notification and acts on what the payment service now says about its
+    /// receipt: fulfils (or rejects, or expires) a purchase waiting for it, revokes a
+    /// fulfilled one that was cancelled, records a receipt no purchase named yet.
+    pub async fn process_notification(&self, body: &str, deadline: Deadline) -> Outcome {
+        let note = match Notification::parse(body) {
+            Ok(note) => note,
+            Err(error) => return Outcome::Invalid(error),
+        };
+        tracing::Span::current().record("receipt_id", note.receipt_id.as_str());
+        if !self.ledger.keeps_records() {
+            return Outcome::Unchanged("no_ledger");
+        }
+        let mut entry = match self.ledger.get(&note.receipt_id).await {
+            Ok(entry) => entry,
+            Err(e) => return Outcome::LedgerUnavailable(e),
+        };
+        for _ in 0..MAX_RACES {
+            match self.notified_once(&note, entry, deadline).await {
+                Attempt::Done(outcome) => return outcome,
+                Attempt::Raced(now) => entry = now.map(|e| *e),
+            }
+        }
+        Outcome::LedgerUnavailable(LedgerError::new(KeptChanging))
+    }
+
+    async fn purchase_once(
+        &self,
+        event: &PurchaseEvent,
+        entry: Option<LedgerEntry>,
+        deadline: Deadline,
+    ) -> Attempt {
+        let now = SystemTime::now();
+        if let Some(held) = &entry {
+            if held.purchase.is_some() && !held.is_for(event) {
+                let verdict = Verdict {
+                    reason: Reason::ReceiptReused,
+                    paid_price: None,
+                    payment_status: None,
+                };
+                return Attempt::Done(Outcome::Decided(DecisionMessage::new(event, &verdict, now)));
+            }
+            if held.state.is_decided() {
+                return Attempt::Done(match &held.decision {
+                    Some(decision) => Outcome::Redelivered(decision.clone().repeated()),
+                    // Never decide again over a decided entry.
+                    None => Outcome::LedgerUnavailable(LedgerError::new(Undecided(held.state))),
+                });
+            }
+        }
+        match self.find(event, deadline).await {
+            Finding::Failed(outcome) => Attempt::Done(outcome),
+            Finding::Decided(verdict) => {
+                let message = DecisionMessage::new(event, &verdict, now);
+                let state = match verdict.reason {
+                    Reason::Verified => LedgerState::Fulfilled,
+                    _ => LedgerState::Rejected,
+                };
+                if !self.ledger.keeps_records() || !verdict.reason.is_about_the_payment() {
+                    return Attempt::Done(Outcome::Decided(message));
+                }
+                let mut next = owned_entry(entry, event, state, now);
+                next.payment_status = message.payment_status;
+                next.decision = Some(message.clone());
+                self.write(next, Outcome::Decided(message)).await
+            }
+            Finding::NotFinal(receipt) => {
+                let status = receipt.status;
+                if !self.ledger.keeps_records() {
+                    return Attempt::Done(Outcome::NotFinal { status });
+                }
+                if status == PaymentStatus::AwaitingDeposit {
+                    return self.await_deposit(event, entry, &receipt, now).await;
+                }
+                if entry
+                    .as_ref()
+                    .is_some_and(|e| e.state == LedgerState::Pending)
+                {
+                    return Attempt::Done(Outcome::NotFinal { status });
+                }
+                let mut next = owned_entry(entry, event, LedgerState::Pending, now);
+                next.payment_status = Some(status.code());
+                self.write(next, Outcome::NotFinal { status }).await
+            }
         }
     }
 
-    /// Verifies a decoded event; never [`Outcome::Invalid`].
-    pub async fn verify(&self, event: &PurchaseEvent, deadline: Deadline) -> Outcome {
+    /// A virtual account awaits its deposit: park the purchase until it comes, or expire
+    /// it when the deadline has passed.
+    async fn await_deposit(
+        &self,
+        event: &PurchaseEvent,
+        entry: Option<LedgerEntry>,
+        receipt: &Receipt,
+        now: SystemTime,
+    ) -> Attempt {
+        let due = receipt
+            .deposit_due
+            .or_else(|| entry.as_ref().and_then(|e| e.deposit_due))
+            .unwrap_or(now + DEFAULT_DEPOSIT_WINDOW);
+        if due <= now {
+            let verdict = Verdict {
+                reason: Reason::Expired,
+                paid_price: Some(receipt.price.clone()),
+                payment_status: Some(receipt.status),
+            };
+            let message = DecisionMessage::new(event, &verdict, now);
+            let mut next = owned_entry(entry, event, LedgerState::Expired, now);
+            next.payment_status = Some(receipt.status.code());
+            next.decision = Some(message.clone());
+            return self.write(next, Outcome::Decided(message)).await;
+        }
+        let parked = entry
+            .as_ref()
+            .is_some_and(|e| e.state == LedgerState::AwaitingDeposit && e.deposit_due == Some(due));
+        if parked {
+            return Attempt::Done(Outcome::Parked { due });
+        }
+        let mut next = owned_entry(entry, event, LedgerState::AwaitingDeposit, now);
+        next.payment_status = Some(receipt.status.code());
+        next.deposit_due = Some(due);
+        self.write(next, Outcome::Parked { due }).await
+    }
+
+    async fn notified_once(
+        &self,
+        note: &Notification,
+        entry: Option<LedgerEntry>,
+        deadline: Deadline,
+    ) -> Attempt {
+        let Some(entry) = entry else {
+            return self.first_seen(note, deadline).await;
+        };
+        let Some(event) = entry.purchase.clone() else {
+            return Attempt::Done(Outcome::Unchanged("no_purchase_yet"));
+        };
+        tracing::Span::current().record("order_id", event.order_id.as_str());
+        match entry.state {
+            LedgerState::Seen => Attempt::Done(Outcome::Unchanged("no_purchase_yet")),
+            LedgerState::Rejected | LedgerState::Expired => {
+                Attempt::Done(Outcome::Unchanged("already_decided"))
+            }
+            LedgerState::Pending | LedgerState::AwaitingDeposit => {
+                match self.purchase_once(&event, Some(entry), deadline).await {
+                    // The purchase itself is requeued, or the sweep comes back.
+                    Attempt::Done(Outcome::NotFinal { .. }) => {
+                        Attempt::Done(Outcome::Unchanged("not_final"))
+                    }
+                    other => other,
+                }
+            }
+            LedgerState::Fulfilled | LedgerState::Revoked => {
+                self.revoke_if_cancelled(&event, entry, deadline).await
+            }
+        }
+    }
+
+    /// A notification about a receipt no purchase named yet: record it as seen, if the
+    /// payment service knows it, so an operator can find it. The purchase, when it comes,
+    /// is decided as any other.
+    async fn first_seen(&self, note: &Notification, deadline: Deadline) -> Attempt {
+        let receipt = match self.payments.receipt(&note.receipt_id, deadline).await {
+            Ok(receipt) => receipt,
+            Err(e) if e.kind() == FailureKind::NotFound => {
+                return Attempt::Done(Outcome::Unchanged("unknown_receipt"));
+            }
+            Err(e) => return Attempt::Done(Outcome::Unavailable(e)),
+        };
+        let mut seen = LedgerEntry::new(&note.receipt_id, LedgerState::Seen, SystemTime::now());
+        seen.payment_status = Some(receipt.status.code());
+        seen.cancelled_price = receipt.cancelled_price;
+        seen.deposit_due = receipt.deposit_due;
+        self.write(seen, Outcome::Unchanged("no_purchase_yet"))
+            .await
+    }
+
+    /// A fulfilled purchase: revoke it when more of its payment was cancelled than when
+    /// last looked at; once per change of the cancelled amount.
+    async fn revoke_if_cancelled(
+        &self,
+        event: &PurchaseEvent,
+        entry: LedgerEntry,
+        deadline: Deadline,
+    ) -> Attempt {
+        let receipt = match self.payments.receipt(&entry.receipt_id, deadline).await {
+            Ok(receipt) => receipt,
+            Err(e) if e.kind() == FailureKind::NotFound => {
+                return Attempt::Done(Outcome::Unchanged("unknown_receipt"));
+            }
+            Err(e) => return Attempt::Done(Outcome::Unavailable(e)),
+        };
+        let Some(cancelled) = cancelled_amount(&receipt) else {
+            return Attempt::Done(Outcome::Unchanged("not_cancelled"));
+        };
+        let before = entry.cancelled_price.as_ref().map_or(0.0, amount_value);
+        if amount_value(&cancelled) <= before {
+            return Attempt::Done(Outcome::Unchanged("no_new_cancel"));
+        }
+        let reason = if amount_value(&cancelled) >= amount_value(&receipt.price) {
+            Reason::Cancelled
+        } else {
+            Reason::PartiallyCancelled
+        };
+        let now = SystemTime::now();
+        let message =
+            DecisionMessage::revocation(event, reason, cancelled.clone(), receipt.status, now);
+        let mut next = entry;
+        next.state = LedgerState::Revoked;
+        next.payment_status = Some(receipt.status.code());
+        next.cancelled_price = Some(cancelled);
+        next.decision = Some(message.clone());
+        next.updated_at = now;
+        self.write(next, Outcome::Revoked(message)).await
+    }
+
+    /// Writes `next`; `then` is the outcome once it is written.
+    async fn write(&self, next: LedgerEntry, then: Outcome) -> Attempt {
+        match self.ledger.write(&next).await {
+            Ok(Written::Done) => Attempt::Done(then),
+            Ok(Written::Conflict(now)) => {
+                tracing::info!(
+                    message = "The ledger entry changed meanwhile; deciding again from what it holds now.",
+                    state = next.state.as_str(),
+                );
+                match now {
+                    Some(now) => Attempt::Raced(Some(now)),
+                    None => match self.ledger.get(&next.receipt_id).await {
+                        Ok(now) => Attempt::Raced(now.map(Box::new)),
+                        Err(e) => Attempt::Done(Outcome::LedgerUnavailable(e)),
+                    },
+                }
+            }
+            Err(e) => Attempt::Done(Outcome::LedgerUnavailable(e)),
+        }
+    }
+
+    /// Looks the receipt up, judges it, and confirms it when it awaits confirmation.
+    async fn find(&self, event: &PurchaseEvent, deadline: Deadline) -> Finding {
         let id = event.receipt_id.as_str();
         let receipt = match self.payments.receipt(id, deadline).await {
             Ok(receipt) => receipt,
             Err(e) if e.kind() == FailureKind::NotFound => {
-                return Outcome::Decided(Verdict {
+                return Finding::Decided(Verdict {
                     reason: Reason::ReceiptNotFound,
                     paid_price: None,
                     payment_status: None,
                 });
             }
-            Err(e) => return Outcome::Unavailable(e),
+            Err(e) => return Finding::Failed(Outcome::Unavailable(e)),
         };
         match judge(event, &receipt, self.policy) {
-            Judgement::Decide(reason) => Outcome::Decided(verdict(reason, &receipt)),
-            Judgement::NotFinal => Outcome::NotFinal {
-                status: receipt.status,
-            },
+            Judgement::Decide(reason) => Finding::Decided(verdict(reason, &receipt)),
+            Judgement::NotFinal => Finding::NotFinal(receipt),
             Judgement::Confirm => self.confirm(event, deadline).await,
         }
     }
 
-    async fn confirm(&self, event: &PurchaseEvent, deadline: Deadline) -> Outcome {
+    async fn confirm(&self, event: &PurchaseEvent, deadline: Deadline) -> Finding {
         let id = event.receipt_id.as_str();
         let confirmed = match self.payments.confirm(id, deadline).await {
             // Already confirmed (by an earlier delivery of this purchase whose answer was
@@ -110,17 +432,47 @@ impl<P: Payments> Pipeline<P> {
             // The service just showed this receipt: "not found" now is the service
             // misbehaving, not an answer about the payment.
             Err(e) if e.kind() == FailureKind::NotFound => {
-                return Outcome::Unavailable(PaymentsError::new(FailureKind::Transient, Vanished));
+                return Finding::Failed(Outcome::Unavailable(PaymentsError::new(
+                    FailureKind::Transient,
+                    Vanished,
+                )));
             }
-            Err(e) => return Outcome::Unavailable(e),
+            Err(e) => return Finding::Failed(Outcome::Unavailable(e)),
         };
         match judge(event, &confirmed, self.policy) {
-            Judgement::Decide(reason) => Outcome::Decided(verdict(reason, &confirmed)),
-            Judgement::Confirm | Judgement::NotFinal => Outcome::NotFinal {
-                status: confirmed.status,
-            },
+            Judgement::Decide(reason) => Finding::Decided(verdict(reason, &confirmed)),
+            Judgement::Confirm | Judgement::NotFinal => Finding::NotFinal(confirmed),
         }
     }
+}
+
+/// The entry that records `event`'s purchase in `state`: the one read (keeping its version
+/// for the compare-and-set), or a new one.
+fn owned_entry(
+    entry: Option<LedgerEntry>,
+    event: &PurchaseEvent,
+    state: LedgerState,
+    now: SystemTime,
+) -> LedgerEntry {
+    let mut next = entry.unwrap_or_else(|| LedgerEntry::new(&event.receipt_id, state, now));
+    next.state = state;
+    next.purchase = Some(event.clone());
+    next.updated_at = now;
+    next
+}
+
+/// How much of the payment was cancelled, when any was: the cumulative `cancelled_price`,
+/// or the whole price for a cancelled receipt that gives none.
+fn cancelled_amount(receipt: &Receipt) -> Option<Number> {
+    match &receipt.cancelled_price {
+        Some(c) if amount_value(c) > 0.0 => Some(c.clone()),
+        _ if receipt.status == PaymentStatus::Cancelled => Some(receipt.price.clone()),
+        _ => None,
+    }
+}
+
+fn amount_value(n: &Number) -> f64 {
+    Amount::new(n.clone()).map_or(0.0, |a| a.value())
 }
 
 fn verdict(reason: Reason, receipt: &Receipt) -> Verdict {
@@ -134,6 +486,14 @@ fn verdict(reason: Reason, receipt: &Receipt) -> Verdict {
 #[derive(Debug, thiserror::Error)]
 #[error("the receipt vanished while being confirmed")]
 struct Vanished;
+
+#[derive(Debug, thiserror::Error)]
+#[error("the ledger entry kept changing while it was being written")]
+struct KeptChanging;
+
+#[derive(Debug, thiserror::Error)]
+#[error("the ledger entry is {0} but holds no decision")]
+struct Undecided(LedgerState);
 
 #[cfg(test)]
 mod tests {
@@ -158,6 +518,7 @@ mod tests {
             currency: Some("KRW".into()),
             cancelled_price: None,
             sandbox: Some(true),
+            deposit_due: None,
         }
     }
 
@@ -166,12 +527,12 @@ mod tests {
     }
 
     async fn decide(pipeline: &Pipeline<StubPayments>, body: serde_json::Value) -> Outcome {
-        pipeline.process(&body.to_string(), until()).await.outcome
+        pipeline.process(&body.to_string(), until()).await
     }
 
     fn reason_of(outcome: &Outcome) -> Option<(&'static str, &'static str)> {
         match outcome {
-            Outcome::Decided(v) => Some((v.decision().as_str(), v.reason.as_str())),
+            Outcome::Decided(m) => Some((m.decision.as_str(), m.reason.as_str())),
             _ => None,
         }
     }
@@ -283,17 +644,16 @@ mod tests {
             panic!("decided")
         };
         assert_eq!(verdict.paid_price, Some(100.into()));
-        assert_eq!(verdict.payment_status, Some(PaymentStatus::Paid));
+        assert_eq!(verdict.payment_status, Some(1));
     }
 
     #[tokio::test]
     async fn a_body_that_breaks_the_contract_is_invalid_and_costs_no_call() {
         let pipeline = Pipeline::new(StubPayments::default(), Policy::default());
-        let processed = pipeline
+        let outcome = pipeline
             .process(r#"{"receipt_id": "r-1", "price": "free"}"#, until())
             .await;
-        assert!(processed.event.is_none());
-        let Outcome::Invalid(error) = processed.outcome else {
+        let Outcome::Invalid(error) = outcome else {
             panic!("invalid")
         };
         assert_eq!(error.code(), "missing_field");
@@ -423,5 +783,286 @@ mod tests {
             reason_of(&decide(&strict, event).await),
             Some(("reject", "not_paid"))
         );
+    }
+
+    mod with_a_ledger {
+        //! The ledger's rules in process: at most one fulfilment, repeats, reuse, virtual
+        //! accounts, revocations, notifications, and a ledger that does not answer.
+
+        use std::sync::Arc;
+        use std::sync::atomic::{AtomicBool, Ordering};
+
+        use super::*;
+        use crate::ledger::MemoryLedger;
+
+        type Tested = Pipeline<StubPayments, Arc<MemoryLedger>>;
+
+        fn pipeline(receipts: impl IntoIterator<Item = Receipt>) -> Tested {
+            let stub = StubPayments::default();
+            for r in receipts {
+                stub.insert(r);
+            }
+            Pipeline::with_ledger(stub, Arc::default(), Policy::default())
+        }
+
+        fn purchase(id: &str, order: &str, price: i64) -> String {
+            json!({"receipt_id": id, "order_id": order, "price": price}).to_string()
+        }
+
+        fn note(id: &str) -> String {
+            Notification::new(id, crate::notification::Source::Webhook, None, None)
+                .unwrap()
+                .to_json()
+        }
+
+        fn published(outcome: &Outcome) -> (&'static str, &'static str, bool) {
+            let m = outcome.message().unwrap_or_else(|| panic!("{outcome:?}"));
+            (m.decision.as_str(), m.reason.as_str(), m.repeat)
+        }
+
+        fn vbank(id: &str, due_in: Duration) -> Receipt {
+            let mut r = receipt(id, "o-1", json!(3000), 5);
+            r.deposit_due = Some(SystemTime::now() + due_in);
+            r
+        }
+
+        fn state_of(p: &Tested, id: &str) -> Option<LedgerState> {
+            p.ledger().entry(id).map(|e| e.state)
+        }
+
+        #[tokio::test]
+        async fn the_same_purchase_five_times_is_fulfilled_once_and_repeated_four_times() {
+            let p = pipeline([receipt("r-1", "o-1", json!(3000), 1)]);
+            let body = purchase("r-1", "o-1", 3000);
+            let first = p.process(&body, until()).await;
+            assert_eq!(published(&first), ("fulfill", "verified", false));
+            for _ in 0..4 {
+                let again = p.process(&body, until()).await;
+                assert_eq!(published(&again), ("fulfill", "verified", true));
+                assert_eq!(
+                    again.message().map(|m| &m.verified_at),
+                    first.message().map(|m| &m.verified_at),
+                    "a repeat is the recorded decision"
+                );
+            }
+            let entry = p.ledger().entry("r-1").unwrap();
+            assert_eq!(entry.state, LedgerState::Fulfilled);
+            assert_eq!(entry.version, 1, "written once");
+            assert_eq!(p.payments().calls_of("r-1"), [Call::Receipt]);
+        }
+
+        #[tokio::test]
+        async fn another_purchase_for_a_recorded_receipt_is_rejected_as_reused() {
+            let p = pipeline([receipt("r-1", "o-1", json!(3000), 1)]);
+            p.process(&purchase("r-1", "o-1", 3000), until()).await;
+            for body in [
+                purchase("r-1", "o-2", 3000),
+                purchase("r-1", "o-1", 2999),
+                json!({"receipt_id": "r-1", "order_id": "o-1", "price": 3000, "currency": "USD"})
+                    .to_string(),
+            ] {
+                let outcome = p.process(&body, until()).await;
+                assert_eq!(
+                    published(&outcome),
+                    ("reject", "receipt_reused", false),
+                    "{body}"
+                );
+            }
+            assert_eq!(
+                p.payments().calls_of("r-1").len(),
+                1,
+                "no lookup for a reuse"
+            );
+            assert_eq!(state_of(&p, "r-1"), Some(LedgerState::Fulfilled));
+        }
+
+        #[tokio::test]
+        async fn a_replay_that_comes_first_does_not_keep_the_receipt_from_its_purchase() {
+            let p = pipeline([receipt("r-1", "o-1", json!(3000), 1)]);
+            let replay = p
+                .process(&purchase("r-1", "o-attacker", 3000), until())
+                .await;
+            assert_eq!(published(&replay), ("reject", "order_mismatch", false));
+            let tampered = p.process(&purchase("r-1", "o-1", 10), until()).await;
+            assert_eq!(published(&tampered), ("reject", "price_mismatch", false));
+            assert_eq!(state_of(&p, "r-1"), None, "mismatches are not recorded");
+            let genuine = p.process(&purchase("r-1", "o-1", 3000), until()).await;
+            assert_eq!(published(&genuine), ("fulfill", "verified", false));
+        }
+
+        #[tokio::test]
+        async fn a_virtual_account_is_parked_then_fulfilled_on_its_deposit() {
+            let p = pipeline([vbank("r-1", Duration::from_secs(3600))]);
+            let body = purchase("r-1", "o-1", 3000);
+            let parked = p.process(&body, until()).await;
+            assert!(matches!(parked, Outcome::Parked { .. }), "{parked:?}");
+            assert_eq!(state_of(&p, "r-1"), Some(LedgerState::AwaitingDeposit));
+            let waiting = p.process_notification(&note("r-1"), until()).await;
+            assert!(matches!(waiting, Outcome::Parked { .. }), "{waiting:?}");
+            assert_eq!(p.ledger().entry("r-1").unwrap().version, 1, "parked once");
+
+            p.payments().insert(receipt("r-1", "o-1", json!(3000), 1));
+            let deposited = p.process_notification(&note("r-1"), until()).await;
+            assert_eq!(published(&deposited), ("fulfill", "verified", false));
+            let repeat = p.process(&body, until()).await;
+            assert_eq!(published(&repeat), ("fulfill", "verified", true));
+        }
+
+        #[tokio::test]
+        async fn a_deposit_deadline_that_passed_expires_the_purchase() {
+            let p = pipeline([vbank("r-1", Duration::from_secs(3600))]);
+            p.process(&purchase("r-1", "o-1", 3000), until()).await;
+            let mut late = vbank("r-1", Duration::ZERO);
+            late.deposit_due = Some(SystemTime::now() - Duration::from_secs(1));
+            p.payments().insert(late);
+            let expired = p.process_notification(&note("r-1"), until()).await;
+            assert_eq!(published(&expired), ("reject", "expired", false));
+            assert_eq!(state_of(&p, "r-1"), Some(LedgerState::Expired));
+            let after = p.process_notification(&note("r-1"), until()).await;
+            assert!(
+                matches!(after, Outcome::Unchanged("already_decided")),
+                "{after:?}"
+            );
+        }
+
+        #[tokio::test]
+        async fn cancels_after_fulfilment_revoke_once_per_change_of_the_amount() {
+            let p = pipeline([receipt("r-1", "o-1", json!(3000), 1)]);
+            p.process(&purchase("r-1", "o-1", 3000), until()).await;
+            let nothing = p.process_notification(&note("r-1"), until()).await;
+            assert!(
+                matches!(nothing, Outcome::Unchanged("not_cancelled")),
+                "{nothing:?}"
+            );
+
+            let mut partly = receipt("r-1", "o-1", json!(3000), 20);
+            partly.cancelled_price = Some(1000.into());
+            p.payments().insert(partly);
+            let first = p.process_notification(&note("r-1"), until()).await;
+            assert_eq!(published(&first), ("revoke", "partially_cancelled", false));
+            assert_eq!(
+                first.message().and_then(|m| m.cancelled_price.clone()),
+                Some(1000.into())
+            );
+            let same = p.process_notification(&note("r-1"), until()).await;
+            assert!(
+                matches!(same, Outcome::Unchanged("no_new_cancel")),
+                "{same:?}"
+            );
+
+            let mut wholly = receipt("r-1", "o-1", json!(3000), 20);
+            wholly.cancelled_price = Some(3000.into());
+            p.payments().insert(wholly);
+            let second = p.process_notification(&note("r-1"), until()).await;
+            assert_eq!(published(&second), ("revoke", "cancelled", false));
+            let repeat = p.process(&purchase("r-1", "o-1", 3000), until()).await;
+            assert_eq!(
+                published(&repeat),
+                ("revoke", "cancelled", true),
+                "a repeat gets the latest decision"
+            );
+        }
+
+        #[tokio::test]
+        async fn a_notification_before_its_purchase_is_recorded_as_seen() {
+            let p = pipeline([receipt("r-1", "o-1", json!(3000), 1)]);
+            let unknown = p.process_notification(&note("r-unknown"), until()).await;
+            assert!(
+                matches!(unknown, Outcome::Unchanged("unknown_receipt")),
+                "{unknown:?}"
+            );
+            assert_eq!(
+                state_of(&p, "r-unknown"),
+                None,
+                "nothing kept for a forgery"
+            );
+            let early = p.process_notification(&note("r-1"), until()).await;
+            assert!(
+                matches!(early, Outcome::Unchanged("no_purchase_yet")),
+                "{early:?}"
+            );
+            assert_eq!(state_of(&p, "r-1"), Some(LedgerState::Seen));
+            let again = p.process_notification(&note("r-1"), until()).await;
+            assert!(matches!(again, Outcome::Unchanged("no_purchase_yet")));
+            assert_eq!(
+                p.payments().calls_of("r-1").len(),
+                1,
+                "one lookup per receipt"
+            );
+            let outcome = p.process(&purchase("r-1", "o-1", 3000), until()).await;
+            assert_eq!(published(&outcome), ("fulfill", "verified", false));
+        }
+
+        #[tokio::test]
+        async fn a_ledger_that_does_not_answer_holds_everything() {
+            let p = pipeline([receipt("r-1", "o-1", json!(3000), 1)]);
+            p.ledger().set_failing(true);
+            let outcome = p.process(&purchase("r-1", "o-1", 3000), until()).await;
+            assert!(
+                matches!(outcome, Outcome::LedgerUnavailable(_)),
+                "{outcome:?}"
+            );
+            let noted = p.process_notification(&note("r-1"), until()).await;
+            assert!(matches!(noted, Outcome::LedgerUnavailable(_)), "{noted:?}");
+            assert!(
+                p.payments().calls().is_empty(),
+                "nothing asked, nothing decided"
+            );
+            p.ledger().set_failing(false);
+            let outcome = p.process(&purchase("r-1", "o-1", 3000), until()).await;
+            assert_eq!(published(&outcome), ("fulfill", "verified", false));
+        }
+
+        /// A ledger where another worker fulfils the receipt just before our first write.
+        #[derive(Default)]
+        struct Racing {
+            inner: MemoryLedger,
+            raced: AtomicBool,
+        }
+
+        impl Ledger for Racing {
+            async fn get(&self, id: &str) -> Result<Option<LedgerEntry>, LedgerError> {
+                self.inner.get(id).await
+            }
+
+            async fn write(&self, entry: &LedgerEntry) -> Result<Written, LedgerError> {
+                if !self.raced.swap(true, Ordering::Relaxed) {
+                    let mut theirs = entry.clone();
+                    if let Some(d) = theirs.decision.as_mut() {
+                        d.event_id = Some("theirs".into());
+                    }
+                    assert!(matches!(self.inner.write(&theirs).await, Ok(Written::Done)));
+                }
+                self.inner.write(entry).await
+            }
+        }
+
+        #[tokio::test]
+        async fn a_lost_race_publishes_the_winners_decision_as_a_repeat() {
+            let stub = StubPayments::default();
+            stub.insert(receipt("r-1", "o-1", json!(3000), 1));
+            let p = Pipeline::with_ledger(stub, Racing::default(), Policy::default());
+            let outcome = p.process(&purchase("r-1", "o-1", 3000), until()).await;
+            assert_eq!(published(&outcome), ("fulfill", "verified", true));
+            assert_eq!(
+                outcome.message().and_then(|m| m.event_id.as_deref()),
+                Some("theirs")
+            );
+            assert_eq!(p.ledger().inner.entry("r-1").unwrap().version, 1);
+        }
+
+        #[tokio::test]
+        async fn without_a_ledger_a_virtual_account_is_requeued_and_notifications_ignored() {
+            let stub = StubPayments::default();
+            stub.insert(vbank("r-1", Duration::from_secs(3600)));
+            let p = Pipeline::new(stub, Policy::default());
+            let outcome = p.process(&purchase("r-1", "o-1", 3000), until()).await;
+            assert!(matches!(outcome, Outcome::NotFinal { .. }), "{outcome:?}");
+            let noted = p.process_notification(&note("r-1"), until()).await;
+            assert!(
+                matches!(noted, Outcome::Unchanged("no_ledger")),
+                "{noted:?}"
+            );
+        }
     }
 }

@@ -1,6 +1,8 @@
 //! What Bootpay says about a payment, in no dialect's wire format: each Bootpay adapter
 //! turns its own answer into a [`Receipt`] and its status code into a [`PaymentStatus`].
 
+use std::time::SystemTime;
+
 use serde_json::Number;
 
 /// The parts of a receipt the rules rely on.
@@ -16,6 +18,8 @@ pub struct Receipt {
     pub cancelled_price: Option<Number>,
     /// Set on payments made with a test project's keys, which move no money.
     pub sandbox: Option<bool>,
+    /// A virtual account's deposit deadline, when Bootpay gives one.
+    pub deposit_due: Option<SystemTime>,
 }
 
 /// Where a payment stands. Bootpay's v1 and v2 APIs share these codes; the code Bootpay

@@ -100,6 +100,7 @@ mod tests {
             currency: currency.map(str::to_owned),
             cancelled_price: None,
             sandbox: None,
+            deposit_due: None,
         }
     }
 

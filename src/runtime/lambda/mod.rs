@@ -59,7 +59,7 @@ pub struct Settings {
 /// What one execution environment keeps between invocations: the Bootpay client (and
 /// its token), the SQS client, the result-queue batcher and the resolved source queues.
 pub struct Function {
-    pipeline: Pipeline<Arc<BootpayClient>>,
+    pipeline: crate::runtime::Core,
     sources: Sources,
     settings: Settings,
     counters: Option<Counters>,

@@ -8,12 +8,12 @@ use std::time::{Duration, Instant};
 use aws_lambda_events::sqs::{SqsMessage, SqsMessageAttribute};
 use aws_sdk_sqs::primitives::Blob;
 use aws_sdk_sqs::types::MessageAttributeValue;
-use receipt_verifier_core::{Deadline, Decision, FailureKind, Outcome, Pipeline, Processed};
+use receipt_verifier_core::{Deadline, Decision, FailureKind, Outcome};
 use tracing::{Instrument, field};
 
 use super::sources::Source;
 use super::{InvocationError, Settings};
-use crate::bootpay::BootpayClient;
+use crate::runtime::Core;
 use crate::sqs::{Disposition, PurchaseMessage};
 
 /// The least time before the cutoff in which a record is started. Bootpay answers in
@@ -31,6 +31,9 @@ pub(super) struct Record {
 pub(super) enum Fate {
     /// Its decision is published.
     Decided(Decision),
+    /// Settled with nothing to publish (a parked virtual account, a notification that
+    /// changed nothing).
+    Settled,
     /// It went to the DLQ (an invalid body, or a decision the result queue refused).
     DeadLettered,
     /// Undecided: handed back with the requeue delay.
@@ -58,8 +61,15 @@ pub(super) enum Health {
 impl Health {
     fn of(outcome: &Outcome) -> Self {
         match outcome {
-            Outcome::Decided(_) | Outcome::NotFinal { .. } => Self::Answered,
-            Outcome::Invalid(_) => Self::NotAsked,
+            Outcome::Decided(_)
+            | Outcome::Revoked(_)
+            | Outcome::Parked { .. }
+            | Outcome::NotFinal { .. } => Self::Answered,
+            // Bootpay may or may not have been asked; nothing is known of its health.
+            Outcome::Redelivered(_)
+            | Outcome::Unchanged(_)
+            | Outcome::Invalid(_)
+            | Outcome::LedgerUnavailable(_) => Self::NotAsked,
             Outcome::Unavailable(e) => match e.kind() {
                 FailureKind::CredentialsRefused => Self::CredentialsRefused(crate::error_chain(e)),
                 FailureKind::Transient => Self::Unavailable(crate::error_chain(e)),
@@ -83,7 +93,10 @@ pub(super) struct RecordResult {
 impl RecordResult {
     /// Whether the record may be deleted (reported successful).
     pub fn succeeded(&self) -> bool {
-        matches!(self.fate, Fate::Decided(_) | Fate::DeadLettered)
+        matches!(
+            self.fate,
+            Fate::Decided(_) | Fate::Settled | Fate::DeadLettered
+        )
     }
 }
 
@@ -147,7 +160,7 @@ impl Record {
     /// Verifies, settles and applies the disposition, inside the record's span.
     pub async fn verify(
         self,
-        pipeline: &Pipeline<Arc<BootpayClient>>,
+        pipeline: &Core,
         settings: &Settings,
         cutoff: Instant,
     ) -> RecordResult {
@@ -165,7 +178,7 @@ impl Record {
 
     async fn verify_in_span(
         self,
-        pipeline: &Pipeline<Arc<BootpayClient>>,
+        pipeline: &Core,
         settings: &Settings,
         cutoff: Instant,
     ) -> RecordResult {
@@ -185,9 +198,8 @@ impl Record {
             return result(Fate::OutOfTime, Health::NotAsked, None);
         }
         let deadline = Deadline::retrying_for(settings.retry_budget).hard_stop(cutoff);
-        let processed =
-            tokio::time::timeout_at(cutoff.into(), pipeline.process(&message.body, deadline)).await;
-        let Ok(Processed { event, outcome }) = processed else {
+        let handled = pipeline.handle(message.inbound(), &message.body, deadline);
+        let Ok(outcome) = tokio::time::timeout_at(cutoff.into(), handled).await else {
             tracing::warn!(
                 message = "The deadline came before the record was verified; handing it back."
             );
@@ -195,11 +207,7 @@ impl Record {
             return result(Fate::OutOfTime, Health::NotAsked, None);
         };
         let health = Health::of(&outcome);
-        let disposition = match source
-            .settler
-            .settle(&message, event.as_ref(), &outcome)
-            .await
-        {
+        let disposition = match source.settler.settle(&message, &outcome).await {
             Ok(disposition) => disposition,
             Err(e) => {
                 tracing::error!(
@@ -214,8 +222,12 @@ impl Record {
                 // A decision the result queue refused also goes to the DLQ; the settler
                 // logs it, and it counts as decided here, as in `run`.
                 let fate = match &outcome {
-                    Outcome::Decided(verdict) => Fate::Decided(verdict.decision()),
-                    _ => Fate::DeadLettered,
+                    Outcome::Parked { .. } | Outcome::Unchanged(_) => Fate::Settled,
+                    Outcome::Invalid(_) => Fate::DeadLettered,
+                    _ => match outcome.message() {
+                        Some(decision) => Fate::Decided(decision.decision),
+                        None => Fate::DeadLettered,
+                    },
                 };
                 let settled = Some((source.clone(), message.receipt_handle.clone()));
                 return result(fate, health, settled);

@@ -21,6 +21,10 @@ pub(super) struct Counts {
     pub records: usize,
     pub fulfilled: usize,
     pub rejected: usize,
+    pub revoked: usize,
+    /// Settled with nothing to publish: parked virtual accounts, notifications that
+    /// changed nothing.
+    pub settled: usize,
     pub dead_lettered: usize,
     pub delayed: usize,
     pub held: usize,
@@ -55,6 +59,8 @@ impl Invocation {
             match result.fate {
                 Fate::Decided(Decision::Fulfill) => counts.fulfilled += 1,
                 Fate::Decided(Decision::Reject) => counts.rejected += 1,
+                Fate::Decided(Decision::Revoke) => counts.revoked += 1,
+                Fate::Settled => counts.settled += 1,
                 Fate::DeadLettered => counts.dead_lettered += 1,
                 Fate::Delayed => counts.delayed += 1,
                 Fate::Held => counts.held += 1,
@@ -89,6 +95,8 @@ impl Invocation {
             records = c.records,
             fulfilled = c.fulfilled,
             rejected = c.rejected,
+            revoked = c.revoked,
+            settled = c.settled,
             dead_lettered = c.dead_lettered,
             delayed = c.delayed,
             held = c.held,
@@ -127,7 +135,7 @@ fn emf(
                 "Dimensions": [["FunctionName"]],
                 "Metrics": [
                     count("Records"), count("Fulfilled"), count("Rejected"),
-                    count("DeadLettered"), count("Requeued"), count("FailedRecords"),
+                    count("Revoked"), count("Settled"), count("DeadLettered"), count("Requeued"), count("FailedRecords"),
                     count("OutOfTime"), count("InvocationFailed"), count("SqsRequests"),
                     count("BootpayRequests"),
                     {"Name": "DurationMs", "Unit": "Milliseconds"},
@@ -138,6 +146,8 @@ fn emf(
         "Records": c.records,
         "Fulfilled": c.fulfilled,
         "Rejected": c.rejected,
+        "Revoked": c.revoked,
+        "Settled": c.settled,
         "DeadLettered": c.dead_lettered,
         "Requeued": c.delayed,
         "FailedRecords": if invocation_failed { c.records } else { c.failed },

@@ -21,6 +21,8 @@ pub enum PauseReason {
     BootpayUnavailable,
     /// The result queue refuses decisions; cleared by the next decision it accepts.
     ResultQueueUnavailable,
+    /// The ledger does not answer; cleared by the next answer it gives.
+    LedgerUnavailable,
 }
 
 impl PauseReason {
@@ -29,6 +31,7 @@ impl PauseReason {
             Self::CredentialsRefused => "credentials_refused",
             Self::BootpayUnavailable => "bootpay_unavailable",
             Self::ResultQueueUnavailable => "result_queue_unavailable",
+            Self::LedgerUnavailable => "ledger_unavailable",
         }
     }
 }
@@ -113,8 +116,7 @@ impl Intake {
                 crate::observability::metrics::intake_paused(reason.as_str(), true);
                 *state = IntakeState::Paused(reason);
                 tracing::error!(
-                    message =
-                        "Intake paused: no new purchases are taken until Bootpay answers again.",
+                    message = "Intake paused: no new purchases are taken until the cause clears.",
                     reason = reason.as_str(),
                 );
             }
@@ -181,8 +183,12 @@ impl Intake {
                     continue;
                 }
             };
-            if reason == PauseReason::ResultQueueUnavailable {
-                // Not Bootpay's doing: the publishing side reopens intake.
+            if matches!(
+                reason,
+                PauseReason::ResultQueueUnavailable | PauseReason::LedgerUnavailable
+            ) {
+                // Not Bootpay's doing: the held purchases reopen intake when their
+                // publish, or their ledger call, goes through.
                 tokio::select! {
                     _ = stop.cancelled() => return,
                     () = self.changed_from(IntakeState::Paused(reason)) => continue,

@@ -11,13 +11,12 @@ use std::sync::Arc;
 use std::time::Duration;
 
 use backon::BackoffBuilder;
-use receipt_verifier_core::{Deadline, FailureKind, Outcome, Pipeline, Processed, PurchaseEvent};
+use receipt_verifier_core::{Deadline, FailureKind, Outcome};
 use tokio::sync::OwnedSemaphorePermit;
 use tokio_util::sync::CancellationToken;
 use tracing::{Instrument, field};
 
 use super::intake::{Intake, PauseReason};
-use crate::bootpay::BootpayClient;
 use crate::observability::metrics;
 use crate::sqs::settle::with_retries;
 use crate::sqs::{Acker, Disposition, PurchaseMessage, Settler};
@@ -28,7 +27,7 @@ const MAX_HOLDS: u32 = 3;
 
 /// What every purchase task shares.
 pub(super) struct Context {
-    pub pipeline: Pipeline<Arc<BootpayClient>>,
+    pub pipeline: crate::runtime::Core,
     pub intake: Arc<Intake>,
     pub settler: Settler,
     pub acker: Acker,
@@ -113,58 +112,84 @@ async fn decide_and_settle(ctx: &Context, message: &PurchaseMessage) -> Disposit
         decided = decide_patiently(ctx, message) => decided,
     };
     match decided {
-        Some(Processed { event, outcome }) => {
-            settle_patiently(ctx, message, event.as_ref(), &outcome).await
-        }
+        Some(outcome) => settle_patiently(ctx, message, &outcome).await,
         None => Disposition::Release,
     }
 }
 
-/// Runs the pipeline; while Bootpay refuses the credentials or is down, holds the
-/// purchase until intake reopens, then verifies again. `None` when the worker stops
-/// meanwhile.
-async fn decide_patiently(ctx: &Context, message: &PurchaseMessage) -> Option<Processed> {
-    // A slow answer may take its whole request timeout: the heartbeat keeps the purchase
+/// Runs the pipeline. While Bootpay refuses the credentials or is down, or the ledger
+/// does not answer, holds the message until intake reopens (or, for the ledger, after a
+/// growing wait), then tries again. `None` when the worker stops meanwhile.
+async fn decide_patiently(ctx: &Context, message: &PurchaseMessage) -> Option<Outcome> {
+    // A slow answer may take its whole request timeout: the heartbeat keeps the message
     // invisible meanwhile, so only retries are bounded.
     let deadline = || Deadline::retrying_for(ctx.retry_budget);
-    let Processed { event, mut outcome } = ctx.pipeline.process(&message.body, deadline()).await;
+    let inbound = message.inbound();
+    let mut outcome = ctx
+        .pipeline
+        .handle(inbound, &message.body, deadline())
+        .await;
     let mut holds = 0;
-    while let (Outcome::Unavailable(error), Some(event)) = (&outcome, &event) {
-        let kind = error.kind();
-        let refused = kind == FailureKind::CredentialsRefused;
-        let outage = kind.is_transient() && ctx.intake.is_paused() && holds < MAX_HOLDS;
-        if !refused && !outage {
-            break;
+    let mut ledger_waits = crate::backoff::result_queue_outage().build();
+    loop {
+        match &outcome {
+            Outcome::Unavailable(error) => {
+                let kind = error.kind();
+                let refused = kind == FailureKind::CredentialsRefused;
+                let outage = kind.is_transient() && ctx.intake.is_paused() && holds < MAX_HOLDS;
+                if !refused && !outage {
+                    break;
+                }
+                holds += 1;
+                tracing::warn!(
+                    message = "Holding the purchase until Bootpay answers again.",
+                    error = %crate::error_chain(error),
+                    holds,
+                );
+                tokio::select! {
+                    biased;
+                    _ = ctx.stop_intake.cancelled() => return None,
+                    () = ctx.intake.opened() => {}
+                }
+            }
+            Outcome::LedgerUnavailable(error) => {
+                tracing::error!(
+                    message = "The ledger does not answer; holding the message and pausing intake.",
+                    error = %crate::error_chain(error),
+                );
+                ctx.intake.pause(PauseReason::LedgerUnavailable);
+                let wait = ledger_waits.next().unwrap_or(Duration::from_secs(30));
+                tokio::select! {
+                    biased;
+                    _ = ctx.stop_intake.cancelled() => return None,
+                    () = tokio::time::sleep(wait) => {}
+                }
+            }
+            _ => break,
         }
-        holds += 1;
-        tracing::warn!(
-            message = "Holding the purchase until Bootpay answers again.",
-            error = %crate::error_chain(error),
-            holds,
-        );
-        tokio::select! {
-            biased;
-            _ = ctx.stop_intake.cancelled() => return None,
-            () = ctx.intake.opened() => {}
-        }
-        outcome = ctx.pipeline.verify(event, deadline()).await;
+        outcome = ctx
+            .pipeline
+            .handle(inbound, &message.body, deadline())
+            .await;
     }
-    Some(Processed { event, outcome })
+    if !matches!(outcome, Outcome::LedgerUnavailable(_)) {
+        ctx.intake.resume_from(PauseReason::LedgerUnavailable);
+    }
+    Some(outcome)
 }
 
 /// Settles the outcome. While the result queue is unavailable, intake pauses and the
-/// purchase is kept until the queue accepts its decision or the worker stops.
+/// message is kept until the queue accepts its decision or the worker stops.
 async fn settle_patiently(
     ctx: &Context,
     message: &PurchaseMessage,
-    event: Option<&PurchaseEvent>,
     outcome: &Outcome,
 ) -> Disposition {
     let mut waits = crate::backoff::result_queue_outage().build();
     loop {
-        match ctx.settler.settle(message, event, outcome).await {
+        match ctx.settler.settle(message, outcome).await {
             Ok(disposition) => {
-                if matches!(outcome, Outcome::Decided(_)) {
+                if outcome.message().is_some() {
                     // The result queue answered, so it is there.
                     ctx.intake.resume_from(PauseReason::ResultQueueUnavailable);
                 }
