@@ -1,5 +1,7 @@
 //! Integration tests of the `bootpay-fake` binary: each test starts the real process on a free
-//! port with its own fixture, talks to it over HTTP, and kills it when done.
+//! port with its own fixture, talks to it over HTTP, and kills it when done. Webhook tests
+//! also start a small receiver on a free port and wait on the fake's delivery log, never on
+//! fixed sleeps.
 
 #![allow(
     clippy::unwrap_used,
@@ -11,8 +13,8 @@ use std::io::{BufRead as _, BufReader};
 use std::path::PathBuf;
 use std::process::{Child, Command, ExitStatus, Stdio};
 use std::sync::atomic::{AtomicUsize, Ordering};
-use std::sync::mpsc;
-use std::time::{Duration, Instant};
+use std::sync::{Arc, Mutex, mpsc};
+use std::time::{Duration, Instant, SystemTime, UNIX_EPOCH};
 
 use reqwest::StatusCode;
 use reqwest::header::{AUTHORIZATION, CONTENT_TYPE, RETRY_AFTER};
@@ -23,6 +25,10 @@ const PRIVATE_KEY: &str = "test-key";
 const CLIENT_KEY: &str = "test-client";
 const SECRET_KEY: &str = "test-secret";
 const STARTUP_TIMEOUT: Duration = Duration::from_secs(30);
+/// How long a test waits for webhooks; well above a 5 s attempt timeout.
+const WEBHOOK_TIMEOUT: Duration = Duration::from_secs(20);
+/// What Bootpay's v2 expects a receiver to answer.
+const V2_ACK: &str = r#"{"success": true}"#;
 
 /// A running fake, killed (and its fixture removed) on drop.
 struct Fake {
@@ -209,6 +215,54 @@ impl Fake {
             .expect("v1 request")
     }
 
+    /// A control POST with a JSON body, answered as it comes.
+    async fn post_control_json(&self, path: &str, body: Value) -> reqwest::Response {
+        self.http
+            .post(self.control(path))
+            .json(&body)
+            .send()
+            .await
+            .expect("control request")
+    }
+
+    /// The webhook delivery log.
+    async fn deliveries(&self) -> Vec<Value> {
+        let log: Value = self
+            .http
+            .get(self.control("webhooks"))
+            .send()
+            .await
+            .expect("webhook log request")
+            .json()
+            .await
+            .expect("webhook log JSON");
+        log["deliveries"].as_array().expect("deliveries").clone()
+    }
+
+    /// Polls the delivery log until `done` holds for it, and returns it.
+    async fn deliveries_when(&self, what: &str, done: impl Fn(&[Value]) -> bool) -> Vec<Value> {
+        let deadline = Instant::now() + WEBHOOK_TIMEOUT;
+        loop {
+            let deliveries = self.deliveries().await;
+            if done(&deliveries) {
+                return deliveries;
+            }
+            assert!(
+                Instant::now() < deadline,
+                "timed out waiting for {what}: {deliveries:#?}"
+            );
+            tokio::time::sleep(Duration::from_millis(20)).await;
+        }
+    }
+
+    /// Waits until the log holds `count` deliveries, all acknowledged, and returns them.
+    async fn delivered(&self, count: usize) -> Vec<Value> {
+        self.deliveries_when(&format!("{count} delivered webhooks"), |log| {
+            log.len() == count && log.iter().all(|d| d["delivered"] == true)
+        })
+        .await
+    }
+
     /// A v2 POST authenticated with `Basic base64(client_key:secret_key)`.
     async fn post_basic(&self, path: &str, secret_key: &str, body: Value) -> reqwest::Response {
         self.http
@@ -240,6 +294,11 @@ fn fake_command() -> Command {
         .env_remove("BOOTPAY_FAKE_LATENCY_MS")
         .env_remove("BOOTPAY_FAKE_CHAOS_RATE")
         .env_remove("BOOTPAY_FAKE_TOKEN_TTL_SECS")
+        .env_remove("BOOTPAY_FAKE_WEBHOOK_URL")
+        .env_remove("BOOTPAY_FAKE_WEBHOOK_V1_URL")
+        .env_remove("BOOTPAY_FAKE_WEBHOOK_V1_CONTENT_TYPE")
+        .env_remove("BOOTPAY_FAKE_WEBHOOK_RETRY_BASE_MS")
+        .env_remove("BOOTPAY_FAKE_WEBHOOK_ATTEMPTS")
         .env("RUST_LOG", "warn")
         .stdin(Stdio::null());
     command
@@ -1283,4 +1342,754 @@ async fn token_expiry_is_fixed_when_the_token_is_issued() {
     let (_, body) = envelope(response).await;
     assert_eq!(body["data"]["token"], first["access_token"]);
     assert_eq!(body["data"]["expired_at"], first["expired_at"]);
+}
+
+// ---- webhooks ----
+
+/// A request a receiver got.
+#[derive(Debug, Clone)]
+struct Hit {
+    content_type: String,
+    body: Vec<u8>,
+}
+
+impl Hit {
+    fn json(&self) -> Value {
+        assert_eq!(self.content_type, "application/json");
+        serde_json::from_slice(&self.body).expect("JSON webhook")
+    }
+
+    fn form(&self) -> Vec<(String, String)> {
+        assert_eq!(self.content_type, "application/x-www-form-urlencoded");
+        url::form_urlencoded::parse(&self.body)
+            .into_owned()
+            .collect()
+    }
+}
+
+/// One field of a form, which must appear once.
+fn form_field<'a>(form: &'a [(String, String)], name: &str) -> &'a str {
+    let values: Vec<&str> = form
+        .iter()
+        .filter(|(key, _)| key == name)
+        .map(|(_, value)| value.as_str())
+        .collect();
+    assert_eq!(values.len(), 1, "{name} in {form:?}");
+    values[0]
+}
+
+#[derive(Clone)]
+struct Script {
+    hits: Arc<Mutex<Vec<Hit>>>,
+    /// The answer to the n-th request; the last one repeats. Empty: never answers.
+    answers: Arc<Vec<(u16, &'static str)>>,
+}
+
+/// A webhook receiver on a free local port, stopped on drop.
+struct Receiver {
+    url: String,
+    hits: Arc<Mutex<Vec<Hit>>>,
+    server: tokio::task::JoinHandle<()>,
+}
+
+impl Receiver {
+    async fn start(answers: &[(u16, &'static str)]) -> Self {
+        let script = Script {
+            hits: Arc::default(),
+            answers: Arc::new(answers.to_vec()),
+        };
+        let hits = script.hits.clone();
+        let router = axum::Router::new().fallback(receive).with_state(script);
+        let listener = tokio::net::TcpListener::bind("127.0.0.1:0")
+            .await
+            .expect("bind receiver");
+        let address = listener.local_addr().expect("receiver address");
+        let server = tokio::spawn(async move {
+            let _ = axum::serve(listener, router).await;
+        });
+        Self {
+            url: format!("http://{address}/hook"),
+            hits,
+            server,
+        }
+    }
+
+    /// A receiver that takes requests and never answers.
+    async fn silent() -> Self {
+        Self::start(&[]).await
+    }
+
+    fn hits(&self) -> Vec<Hit> {
+        self.hits.lock().unwrap().clone()
+    }
+}
+
+impl Drop for Receiver {
+    fn drop(&mut self) {
+        self.server.abort();
+    }
+}
+
+async fn receive(
+    axum::extract::State(script): axum::extract::State<Script>,
+    headers: axum::http::HeaderMap,
+    body: axum::body::Bytes,
+) -> axum::response::Response {
+    use axum::response::IntoResponse as _;
+    let content_type = headers
+        .get(CONTENT_TYPE)
+        .and_then(|value| value.to_str().ok())
+        .unwrap_or_default()
+        .to_owned();
+    let index = {
+        let mut hits = script.hits.lock().unwrap();
+        hits.push(Hit {
+            content_type,
+            body: body.to_vec(),
+        });
+        hits.len() - 1
+    };
+    match script.answers.get(index).or(script.answers.last()) {
+        Some(&(status, answer)) => (StatusCode::from_u16(status).unwrap(), answer).into_response(),
+        None => std::future::pending().await,
+    }
+}
+
+/// An issued virtual account due in an hour.
+fn vbank(receipt_id: &str) -> Value {
+    json!({
+        "receipt_id": receipt_id, "order_id": format!("o-{receipt_id}"), "price": 9000,
+        "currency": "KRW", "status": 5, "status_locale": "가상계좌발급완료",
+        "order_name": "Gems", "vbank_due_in_secs": 3600
+    })
+}
+
+/// `secs` since the epoch as KST wall time, date and time joined by `separator`.
+fn kst(secs: u64, separator: char) -> String {
+    let local = secs + 9 * 3600;
+    let (days, time) = ((local / 86_400) as i64, local % 86_400);
+    // Howard Hinnant's civil_from_days.
+    let z = days + 719_468;
+    let era = z.div_euclid(146_097);
+    let doe = z.rem_euclid(146_097);
+    let yoe = (doe - doe / 1460 + doe / 36_524 - doe / 146_096) / 365;
+    let doy = doe - (365 * yoe + yoe / 4 - yoe / 100);
+    let mp = (5 * doy + 2) / 153;
+    let day = doy - (153 * mp + 2) / 5 + 1;
+    let month = if mp < 10 { mp + 3 } else { mp - 9 };
+    let year = yoe + era * 400 + i64::from(month <= 2);
+    format!(
+        "{year:04}-{month:02}-{day:02}{separator}{:02}:{:02}:{:02}",
+        time / 3600,
+        time % 3600 / 60,
+        time % 60
+    )
+}
+
+fn unix_now() -> u64 {
+    SystemTime::now()
+        .duration_since(UNIX_EPOCH)
+        .expect("clock after 1970")
+        .as_secs()
+}
+
+/// A v2 webhook body without its `webhook_type`, and that type.
+fn split_webhook(mut webhook: Value) -> (Value, String) {
+    let kind = webhook
+        .as_object_mut()
+        .expect("webhook object")
+        .remove("webhook_type")
+        .expect("webhook_type");
+    (
+        webhook,
+        kind.as_str().expect("webhook_type text").to_owned(),
+    )
+}
+
+#[tokio::test]
+async fn v2_webhooks_report_every_change_with_the_receipt_as_served() {
+    let receiver = Receiver::start(&[(200, V2_ACK)]).await;
+    let fake = Fake::start(json!([
+        awaiting_confirm("r-confirm"),
+        vbank("r-vbank"),
+        paid("r-paid")
+    ]));
+    fake.put_control("webhooks", json!({ "v2_url": receiver.url }))
+        .await;
+    let token = fake.token().await;
+    let served = |receipt_id: &'static str| {
+        let (fake, token) = (&fake, &token);
+        async move {
+            let response = fake.lookup(receipt_id, Some(token)).await;
+            response.json::<Value>().await.expect("receipt")
+        }
+    };
+    // Waits for the n-th delivery and answers its body, checked against what the fake now
+    // serves for the receipt, and its webhook_type.
+    let next_webhook = |count: usize| {
+        let (fake, receiver) = (&fake, &receiver);
+        async move {
+            let log = fake.delivered(count).await;
+            let delivery = &log[count - 1];
+            assert_eq!(delivery["id"], count);
+            assert_eq!(delivery["dialect"], "v2");
+            assert_eq!(delivery["url"], receiver.url);
+            assert_eq!(delivery["gave_up"], false);
+            let attempts = delivery["attempts"].as_array().expect("attempts");
+            assert_eq!(attempts.len(), 1, "{delivery}");
+            assert_eq!(attempts[0]["http_status"], 200);
+            assert_eq!(attempts[0]["ok"], true);
+            assert_eq!(attempts[0]["answer"], V2_ACK);
+            assert!(attempts[0]["at_ms"].as_u64().is_some_and(|ms| ms > 0));
+            let hits = receiver.hits();
+            assert_eq!(hits.len(), count);
+            let (receipt, kind) = split_webhook(hits[count - 1].json());
+            assert_eq!(delivery["receipt_id"], receipt["receipt_id"]);
+            assert_eq!(delivery["status"], receipt["status"]);
+            assert_eq!(delivery["webhook_type"], kind.as_str());
+            (receipt, kind)
+        }
+    };
+
+    let response = fake
+        .post_v2("confirm", &token, json!({ "receipt_id": "r-confirm" }))
+        .await;
+    assert_eq!(response.status(), StatusCode::OK);
+    let (receipt, kind) = next_webhook(1).await;
+    assert_eq!(kind, "PAYMENT_COMPLETED");
+    assert_eq!(receipt["status"], 1);
+    assert_eq!(receipt, served("r-confirm").await);
+
+    let response = fake
+        .post_control_json("receipts/r-vbank/deposit", json!({}))
+        .await;
+    assert_eq!(response.status(), StatusCode::OK);
+    let answered: Value = response.json().await.expect("receipt");
+    let (receipt, kind) = next_webhook(2).await;
+    assert_eq!(kind, "PAYMENT_COMPLETED");
+    assert_eq!(receipt["status"], 1);
+    assert_eq!(receipt["status_locale"], "결제완료");
+    assert!(
+        receipt["purchased_at"]
+            .as_str()
+            .expect("purchased_at")
+            .ends_with("+09:00")
+    );
+    assert_eq!(receipt["vbank_data"]["bank_name"], "신한은행");
+    assert_eq!(receipt, answered);
+    assert_eq!(receipt, served("r-vbank").await);
+
+    // Two partial cancels: two webhooks, cancelled_price adding up.
+    for (count, (price, cancel_id, cancelled)) in [(1000, "c-1", 1000), (500, "c-2", 1500)]
+        .into_iter()
+        .enumerate()
+    {
+        let body = json!({ "receipt_id": "r-paid", "cancel_price": price, "cancel_id": cancel_id });
+        let response = fake.post_v2("cancel", &token, body).await;
+        assert_eq!(response.status(), StatusCode::OK);
+        let (receipt, kind) = next_webhook(3 + count).await;
+        assert_eq!(kind, "PAYMENT_PARTIAL_CANCELLED");
+        assert_eq!(receipt["status"], 20);
+        assert_eq!(receipt["cancelled_price"], cancelled);
+        assert_eq!(receipt, served("r-paid").await);
+    }
+    // A repeated cancel_id changes nothing and sends nothing: the next delivery is the full
+    // cancel's.
+    let repeat = json!({ "receipt_id": "r-paid", "cancel_price": 500, "cancel_id": "c-2" });
+    assert_eq!(
+        fake.post_v2("cancel", &token, repeat).await.status(),
+        StatusCode::OK
+    );
+    let rest = json!({ "receipt_id": "r-paid", "cancel_id": "c-3" });
+    assert_eq!(
+        fake.post_v2("cancel", &token, rest).await.status(),
+        StatusCode::OK
+    );
+    let (receipt, kind) = next_webhook(5).await;
+    assert_eq!(kind, "PAYMENT_CANCELLED");
+    assert_eq!(receipt["cancelled_price"], 3000);
+    assert_eq!(receipt, served("r-paid").await);
+
+    // A virtual account put in place is issued; one put in place as paid is completed.
+    fake.put_control("receipts/r-issued", vbank("r-issued"))
+        .await;
+    let (receipt, kind) = next_webhook(6).await;
+    assert_eq!(kind, "PAYMENT_VIRTUAL_ACCOUNT_ISSUED");
+    assert_eq!(receipt["status"], 5);
+    for key in [
+        "bank_code",
+        "bank_name",
+        "bank_account",
+        "bank_username",
+        "sender_name",
+        "expired_at",
+    ] {
+        assert!(receipt["vbank_data"][key].is_string(), "{key} in {receipt}");
+    }
+    assert!(receipt.get("vbank_due_in_secs").is_none());
+    assert_eq!(receipt, served("r-issued").await);
+    fake.put_control("receipts/r-put", paid("r-put")).await;
+    let (receipt, kind) = next_webhook(7).await;
+    assert_eq!(kind, "PAYMENT_COMPLETED");
+    assert_eq!(receipt, paid("r-put"));
+
+    // The log clears; the target stays.
+    let response = fake
+        .http
+        .delete(fake.control("webhooks"))
+        .send()
+        .await
+        .expect("clear request");
+    assert_eq!(response.status(), StatusCode::OK);
+    assert!(fake.deliveries().await.is_empty());
+    fake.put_control("receipts/r-again", paid("r-again")).await;
+    let log = fake.delivered(1).await;
+    assert_eq!(log[0]["receipt_id"], "r-again");
+    assert_eq!(log[0]["id"], 8);
+}
+
+#[tokio::test]
+async fn v1_feedback_carries_the_merchant_keys_and_counts_retries() {
+    let receiver = Receiver::start(&[(200, "NO"), (200, "OK")]).await;
+    let fake = Fake::start_with(
+        json!([awaiting_confirm("r-1"), vbank("r-vbank")]),
+        &["--webhook-retry-base-ms", "50"],
+    );
+    let targets: Value = fake
+        .http
+        .put(fake.control("webhooks"))
+        .json(&json!({ "v1_url": receiver.url }))
+        .send()
+        .await
+        .expect("webhooks request")
+        .json()
+        .await
+        .expect("targets");
+    assert_eq!(
+        targets,
+        json!({ "v2_url": null, "v1_url": receiver.url, "v1_content_type": "form" })
+    );
+    let token = fake.v1_token().await;
+
+    let (status, _) = envelope(fake.v1_form("submit", Some(&token), "receipt_id=r-1").await).await;
+    assert_eq!(status, StatusCode::OK);
+    let log = fake.delivered(1).await;
+    let delivery = &log[0];
+    assert_eq!(delivery["dialect"], "v1");
+    assert_eq!(delivery["webhook_type"], Value::Null);
+    assert_eq!(delivery["status"], 1);
+    let attempts = delivery["attempts"].as_array().expect("attempts");
+    assert_eq!(attempts.len(), 2, "{delivery}");
+    assert_eq!(
+        (&attempts[0]["ok"], &attempts[0]["answer"]),
+        (&json!(false), &json!("NO"))
+    );
+    assert_eq!(
+        (&attempts[1]["ok"], &attempts[1]["answer"]),
+        (&json!(true), &json!("OK"))
+    );
+    let hits = receiver.hits();
+    assert_eq!(hits.len(), 2);
+    for (retries, hit) in hits.iter().enumerate() {
+        let form = hit.form();
+        assert_eq!(form_field(&form, "retry_count"), retries.to_string());
+        assert_eq!(form_field(&form, "application_id"), APP_ID);
+        assert_eq!(form_field(&form, "private_key"), PRIVATE_KEY);
+        assert_eq!(form_field(&form, "receipt_id"), "r-1");
+        assert_eq!(form_field(&form, "order_id"), "o-2");
+        assert_eq!(form_field(&form, "price"), "12000");
+        assert_eq!(form_field(&form, "cancelled_price"), "0");
+        assert_eq!(form_field(&form, "status"), "1");
+        let purchased_at = form_field(&form, "purchased_at");
+        assert_eq!(
+            purchased_at.len(),
+            "2024-05-01 10:00:30".len(),
+            "{purchased_at}"
+        );
+        assert!(!purchased_at.contains('T') && !purchased_at.contains('+'));
+        for key in ["tax_free", "method", "pg", "name", "unit", "receipt_url"] {
+            form_field(&form, key);
+        }
+    }
+
+    // JSON on request; a virtual account's issue sends no v1 feedback, its deposit does.
+    fake.put_control("webhooks", json!({ "v1_content_type": "json" }))
+        .await;
+    fake.put_control("receipts/r-issued", vbank("r-issued"))
+        .await;
+    let response = fake
+        .post_control_json("receipts/r-vbank/deposit", json!({}))
+        .await;
+    assert_eq!(response.status(), StatusCode::OK);
+    let log = fake.delivered(2).await;
+    assert_eq!(log[1]["receipt_id"], "r-vbank");
+    let feedback = receiver.hits()[2].json();
+    assert_eq!(feedback["retry_count"], 0);
+    assert_eq!(feedback["status"], 1);
+    assert_eq!(feedback["private_key"], PRIVATE_KEY);
+    assert_eq!(feedback["method"], "vbank");
+
+    // A v1 cancel reports the cumulative cancelled price.
+    let form = "receipt_id=r-1&price=2000&cancel_id=c-1";
+    let (status, _) = envelope(fake.v1_form("cancel", Some(&token), form).await).await;
+    assert_eq!(status, StatusCode::OK);
+    fake.delivered(3).await;
+    let feedback = receiver.hits()[3].json();
+    assert_eq!(feedback["status"], 20);
+    assert_eq!(feedback["cancelled_price"], 2000);
+    assert_eq!(feedback["application_id"], APP_ID);
+}
+
+#[tokio::test]
+async fn v2_retries_until_the_answer_is_exactly_success_true() {
+    let receiver = Receiver::start(&[
+        (200, r#"{"status":200}"#),
+        (302, V2_ACK),
+        (200, r#"{"success": true, "received": 1}"#),
+        (500, V2_ACK),
+        (200, " {\n  \"success\" : true }\n"),
+    ])
+    .await;
+    let fake = Fake::start_with(json!([]), &["--webhook-retry-base-ms", "10"]);
+    fake.put_control("webhooks", json!({ "v2_url": receiver.url }))
+        .await;
+    fake.put_control("receipts/r-1", paid("r-1")).await;
+
+    let log = fake.delivered(1).await;
+    let attempts = log[0]["attempts"].as_array().expect("attempts");
+    let seen: Vec<(u64, bool)> = attempts
+        .iter()
+        .map(|a| (a["http_status"].as_u64().expect("status"), a["ok"] == true))
+        .collect();
+    assert_eq!(
+        seen,
+        [
+            (200, false),
+            (302, false),
+            (200, false),
+            (500, false),
+            (200, true)
+        ]
+    );
+    assert_eq!(attempts[0]["answer"], r#"{"status":200}"#);
+    // Every retry sends the same webhook.
+    let hits = receiver.hits();
+    assert_eq!(hits.len(), 5);
+    assert!(hits.iter().all(|hit| hit.body == hits[0].body));
+    assert_eq!(hits[0].json()["webhook_type"], "PAYMENT_COMPLETED");
+}
+
+#[tokio::test]
+async fn deliveries_give_up_after_the_last_attempt() {
+    let receiver = Receiver::start(&[(500, "boom")]).await;
+    let fake = Fake::start_with(
+        json!([]),
+        &[
+            "--webhook-url",
+            &receiver.url,
+            "--webhook-attempts",
+            "3",
+            "--webhook-retry-base-ms",
+            "30",
+        ],
+    );
+    fake.put_control("receipts/r-1", paid("r-1")).await;
+    let log = fake
+        .deliveries_when("a delivery given up", |log| {
+            log.first().is_some_and(|d| d["gave_up"] == true)
+        })
+        .await;
+    let delivery = &log[0];
+    assert_eq!(delivery["delivered"], false);
+    let attempts = delivery["attempts"].as_array().expect("attempts");
+    assert_eq!(attempts.len(), 3);
+    for attempt in attempts {
+        assert_eq!(attempt["http_status"], 500);
+        assert_eq!(attempt["answer"], "boom");
+        assert_eq!(attempt["ok"], false);
+    }
+    // The pause doubles: 30 ms, then 60 ms.
+    let at: Vec<u64> = attempts
+        .iter()
+        .map(|a| a["at_ms"].as_u64().expect("at_ms"))
+        .collect();
+    assert!(at[1] - at[0] >= 30 && at[2] - at[1] >= 60, "{at:?}");
+    assert_eq!(receiver.hits().len(), 3);
+}
+
+#[tokio::test]
+async fn console_cancels_expiry_and_quiet_puts_send_nothing() {
+    let v2_receiver = Receiver::start(&[(200, V2_ACK)]).await;
+    let v1_receiver = Receiver::start(&[(200, "OK")]).await;
+    let fake = Fake::start(json!([paid("r-console"), vbank("r-due"), paid("r-admin")]));
+    fake.put_control(
+        "webhooks",
+        json!({ "v2_url": v2_receiver.url, "v1_url": v1_receiver.url }),
+    )
+    .await;
+
+    let response = fake
+        .post_control_json("receipts/r-console/cancel", json!({ "silent": true }))
+        .await;
+    assert_eq!(response.status(), StatusCode::OK);
+    let receipt: Value = response.json().await.expect("receipt");
+    assert_eq!(
+        (&receipt["status"], &receipt["cancelled_price"]),
+        (&json!(20), &json!(3000))
+    );
+
+    let before = unix_now();
+    let response = fake
+        .post_control_json("receipts/r-due/expire", json!({}))
+        .await;
+    assert_eq!(response.status(), StatusCode::OK);
+    let receipt: Value = response.json().await.expect("receipt");
+    assert_eq!(receipt["status"], 5);
+    let expired_at = receipt["vbank_data"]["expired_at"]
+        .as_str()
+        .expect("expired_at");
+    assert!(
+        expired_at < format!("{}+09:00", kst(unix_now(), 'T')).as_str(),
+        "{expired_at}"
+    );
+    assert!(
+        expired_at >= format!("{}+09:00", kst(before - 1, 'T')).as_str(),
+        "{expired_at}"
+    );
+    // v1 shows the same due date, its own way.
+    let token = fake.v1_token().await;
+    let (_, body) = envelope(fake.v1_get("receipt/r-due", Some(&token)).await).await;
+    let expiredate = body["data"]["payment_data"]["expiredate"]
+        .as_str()
+        .expect("expiredate");
+    assert_eq!(expiredate, &expired_at[..19].replace('T', " "));
+
+    let response = fake
+        .http
+        .put(fake.control("receipts/r-quiet?webhook=false"))
+        .json(&paid("r-quiet"))
+        .send()
+        .await
+        .expect("put request");
+    assert_eq!(response.status(), StatusCode::CREATED);
+    let response = fake
+        .http
+        .put(fake.control("receipts/r-loud?webhook=maybe"))
+        .json(&paid("r-loud"))
+        .send()
+        .await
+        .expect("put request");
+    assert_eq!(response.status(), StatusCode::BAD_REQUEST);
+
+    // A later, audible cancel is delivered to both targets, and it is all the log holds.
+    let response = fake
+        .post_control_json("receipts/r-admin/cancel", json!({ "price": 1000 }))
+        .await;
+    assert_eq!(response.status(), StatusCode::OK);
+    let log = fake.delivered(2).await;
+    assert!(log.iter().all(|d| d["receipt_id"] == "r-admin"), "{log:?}");
+    let v2 = log
+        .iter()
+        .find(|d| d["dialect"] == "v2")
+        .expect("v2 delivery");
+    assert_eq!(v2["webhook_type"], "PAYMENT_PARTIAL_CANCELLED");
+    assert_eq!(v2_receiver.hits().len(), 1);
+    assert_eq!(v1_receiver.hits().len(), 1);
+    let feedback = v1_receiver.hits()[0].form();
+    assert_eq!(form_field(&feedback, "cancelled_price"), "1000");
+}
+
+#[tokio::test]
+async fn virtual_accounts_from_fixtures_are_due_when_the_fixture_says() {
+    let before = unix_now();
+    let fake = Fake::start(json!([vbank("r-vbank")]));
+    let after = unix_now();
+    let token = fake.token().await;
+    let receipt: Value = fake
+        .lookup("r-vbank", Some(&token))
+        .await
+        .json()
+        .await
+        .expect("receipt");
+    assert!(receipt.get("vbank_due_in_secs").is_none(), "{receipt}");
+    assert_eq!(receipt["method_symbol"], "vbank");
+    let vbank = receipt["vbank_data"].as_object().expect("vbank_data");
+    for key in [
+        "bank_code",
+        "bank_name",
+        "bank_account",
+        "bank_username",
+        "sender_name",
+    ] {
+        assert!(vbank[key].as_str().is_some_and(|v| !v.is_empty()), "{key}");
+    }
+    let expired_at = vbank["expired_at"].as_str().expect("expired_at");
+    let earliest = format!("{}+09:00", kst(before + 3600, 'T'));
+    let latest = format!("{}+09:00", kst(after + 3600, 'T'));
+    assert!(
+        (earliest.as_str()..=latest.as_str()).contains(&expired_at),
+        "{expired_at} not within {earliest}..={latest}"
+    );
+
+    let v1_token = fake.v1_token().await;
+    let (_, body) = envelope(fake.v1_get("receipt/r-vbank", Some(&v1_token)).await).await;
+    let payment_data = &body["data"]["payment_data"];
+    assert_eq!(
+        payment_data["expiredate"],
+        expired_at[..19].replace('T', " ")
+    );
+    assert_eq!(payment_data["bankname"], vbank["bank_name"]);
+    assert_eq!(payment_data["account"], vbank["bank_account"]);
+    assert_eq!(payment_data["accountholder"], vbank["bank_username"]);
+    assert_eq!(payment_data["username"], vbank["sender_name"]);
+    assert_eq!(body["data"]["status_en"], "vbank_issued");
+
+    // A due date on anything but an issued virtual account is a mistake.
+    let mut wrong = paid("r-wrong");
+    wrong["vbank_due_in_secs"] = json!(60);
+    let response = fake
+        .http
+        .put(fake.control("receipts/r-wrong"))
+        .json(&wrong)
+        .send()
+        .await
+        .expect("put request");
+    assert_eq!(response.status(), StatusCode::BAD_REQUEST);
+    assert_eq!(error_code(response).await, "INVALID_REQUEST");
+}
+
+#[tokio::test]
+async fn control_changes_refuse_what_bootpay_would_not_do() {
+    let fake = Fake::start(json!([
+        paid("r-paid"),
+        vbank("r-vbank"),
+        awaiting_confirm("r-2")
+    ]));
+    for path in ["receipts/r-paid/deposit", "receipts/r-paid/expire"] {
+        let response = fake.post_control_json(path, json!({})).await;
+        assert_eq!(response.status(), StatusCode::CONFLICT, "{path}");
+        assert_eq!(error_code(response).await, "RC_NOT_AWAITING_DEPOSIT");
+    }
+    for path in [
+        "receipts/nope/deposit",
+        "receipts/nope/expire",
+        "receipts/nope/cancel",
+    ] {
+        let response = fake.post_control_json(path, json!({})).await;
+        assert_eq!(response.status(), StatusCode::NOT_FOUND, "{path}");
+        assert_eq!(error_code(response).await, "RC_NOT_FOUND");
+    }
+    // Deposited once, a virtual account is paid: no second deposit, no expiry.
+    let response = fake
+        .http
+        .post(fake.control("receipts/r-vbank/deposit"))
+        .send()
+        .await
+        .expect("deposit request");
+    assert_eq!(response.status(), StatusCode::OK);
+    for path in ["receipts/r-vbank/deposit", "receipts/r-vbank/expire"] {
+        let response = fake.post_control_json(path, json!({})).await;
+        assert_eq!(response.status(), StatusCode::CONFLICT, "{path}");
+    }
+
+    // The control cancel follows the API cancel's rules.
+    let cases = [
+        ("r-2", json!({}), "RC_NOT_CANCELLABLE"),
+        (
+            "r-paid",
+            json!({ "price": 3001 }),
+            "RC_CANCEL_PRICE_EXCEEDED",
+        ),
+        ("r-paid", json!({ "price": "lots" }), "INVALID_REQUEST"),
+        ("r-paid", json!({ "prize": 10 }), "INVALID_REQUEST"),
+    ];
+    for (receipt_id, body, code) in cases {
+        let response = fake
+            .post_control_json(&format!("receipts/{receipt_id}/cancel"), body.clone())
+            .await;
+        assert_eq!(response.status(), StatusCode::BAD_REQUEST, "{body}");
+        assert_eq!(error_code(response).await, code, "{body}");
+    }
+    let response = fake
+        .post_control_json(
+            "receipts/r-paid/cancel",
+            json!({ "price": 1000, "cancel_id": "c" }),
+        )
+        .await;
+    let receipt: Value = response.json().await.expect("receipt");
+    assert_eq!(receipt["cancelled_price"], 1000);
+    let response = fake
+        .post_control_json(
+            "receipts/r-paid/cancel",
+            json!({ "price": 1000, "cancel_id": "c" }),
+        )
+        .await;
+    let receipt: Value = response.json().await.expect("receipt");
+    assert_eq!(receipt["cancelled_price"], 1000);
+
+    // Targets must be http URLs, and v1's content type form or json.
+    for body in [
+        json!({ "v2_url": "ftp://127.0.0.1/" }),
+        json!({ "v1_url": "not a url" }),
+        json!({ "v1_content_type": "xml" }),
+        json!({ "v3_url": "http://127.0.0.1/" }),
+    ] {
+        let response = fake
+            .http
+            .put(fake.control("webhooks"))
+            .json(&body)
+            .send()
+            .await
+            .expect("webhooks request");
+        assert_eq!(response.status(), StatusCode::BAD_REQUEST, "{body}");
+        assert_eq!(error_code(response).await, "INVALID_REQUEST");
+    }
+}
+
+#[tokio::test]
+async fn a_receiver_that_never_answers_delays_no_api_answer() {
+    let receiver = Receiver::silent().await;
+    // A port nothing listens on: bound, then released.
+    let closed = {
+        let listener = std::net::TcpListener::bind("127.0.0.1:0").expect("bind");
+        listener.local_addr().expect("address")
+    };
+    let fake = Fake::start_with(
+        json!([awaiting_confirm("r-1")]),
+        &["--webhook-attempts", "1"],
+    );
+    fake.put_control(
+        "webhooks",
+        json!({ "v2_url": receiver.url, "v1_url": format!("http://{closed}/feedback") }),
+    )
+    .await;
+    let token = fake.token().await;
+    let started = Instant::now();
+    let response = fake
+        .post_v2("confirm", &token, json!({ "receipt_id": "r-1" }))
+        .await;
+    assert_eq!(response.status(), StatusCode::OK);
+    // A correctness bound, not a benchmark: the answer does not wait for the 5 s attempt.
+    assert!(
+        started.elapsed() < Duration::from_secs(2),
+        "{:?}",
+        started.elapsed()
+    );
+
+    let log = fake
+        .deliveries_when("both deliveries given up", |log| {
+            log.len() == 2 && log.iter().all(|d| d["gave_up"] == true)
+        })
+        .await;
+    for delivery in &log {
+        let attempts = delivery["attempts"].as_array().expect("attempts");
+        assert_eq!(attempts.len(), 1);
+        assert_eq!(attempts[0]["http_status"], Value::Null);
+        let answer = attempts[0]["answer"].as_str().expect("answer");
+        match delivery["dialect"].as_str() {
+            Some("v2") => assert_eq!(answer, "timed out after 5 s"),
+            _ => assert!(!answer.is_empty()),
+        }
+    }
+    assert_eq!(receiver.hits().len(), 1);
 }

@@ -4,6 +4,10 @@
 use std::net::SocketAddr;
 use std::path::PathBuf;
 
+use url::Url;
+
+use crate::webhook::{self, V1ContentType};
+
 /// HTTP fake of Bootpay's server API, v2 under `/v2` and legacy v1 at the root, for tests,
 /// demos and benchmarks.
 ///
@@ -77,6 +81,41 @@ pub struct Cli {
     /// How long a "slow" chaos answer waits before its 503.
     #[arg(long, env = "BOOTPAY_FAKE_CHAOS_TIMEOUT_MS", default_value_t = 15_000)]
     pub chaos_timeout_ms: u64,
+
+    /// URL that receives v2 webhooks (JSON); none sends none. `PUT /_fake/webhooks` changes it.
+    #[arg(long, env = "BOOTPAY_FAKE_WEBHOOK_URL", value_parser = webhook::parse_url)]
+    pub webhook_url: Option<Url>,
+
+    /// URL that receives v1 feedback notifications; none sends none.
+    #[arg(long, env = "BOOTPAY_FAKE_WEBHOOK_V1_URL", value_parser = webhook::parse_url)]
+    pub webhook_v1_url: Option<Url>,
+
+    /// How v1 feedback bodies are encoded.
+    #[arg(
+        long,
+        env = "BOOTPAY_FAKE_WEBHOOK_V1_CONTENT_TYPE",
+        value_enum,
+        default_value_t = V1ContentType::Form
+    )]
+    pub webhook_v1_content_type: V1ContentType,
+
+    /// Pause before a webhook's first retry; each further retry waits twice as long, at most
+    /// 30 seconds.
+    #[arg(
+        long,
+        env = "BOOTPAY_FAKE_WEBHOOK_RETRY_BASE_MS",
+        default_value_t = 1000
+    )]
+    pub webhook_retry_base_ms: u64,
+
+    /// Attempts per webhook, the first included. Bootpay's default is 10.
+    #[arg(
+        long,
+        env = "BOOTPAY_FAKE_WEBHOOK_ATTEMPTS",
+        default_value_t = 10,
+        value_parser = clap::value_parser!(u32).range(1..)
+    )]
+    pub webhook_attempts: u32,
 }
 
 /// Parses a probability, refusing NaN and values outside `0..=1`.

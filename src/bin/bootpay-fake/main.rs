@@ -5,8 +5,10 @@
 //! tokens or Basic client/secret keys) and the legacy v1 dialect at the root
 //! (`/request/token`, `/receipt/{id}`, `/submit`, `/cancel`, each also with `.json`; raw
 //! tokens, `{status, code, message, data}` envelopes) from one in-memory receipt store loaded
-//! from a JSON fixture, plus an unauthenticated `/_fake/...` control API for faults, outages
-//! and counters. Once listening it prints exactly two lines on stdout, in this order:
+//! from a JSON fixture, plus an unauthenticated `/_fake/...` control API for faults, outages,
+//! counters and the changes a buyer, a PG console or time make to receipts. Sends Bootpay's
+//! v2 webhooks and v1 feedback notifications to the URLs it is given, in the background and
+//! with Bootpay's retry rules. Once listening it prints exactly two lines on stdout, in this order:
 //! `BOOTPAY_API_URL=http://ADDR/v2` and `BOOTPAY_V1_API_URL=http://ADDR`; logs go to stderr
 //! and never carry credentials or tokens. Exit codes: 0 after SIGTERM/SIGINT, 2 for bad flags
 //! or fixtures, 1 otherwise.
@@ -18,12 +20,13 @@ mod reply;
 mod routes;
 mod state;
 mod v1;
+mod webhook;
 
 use std::io::{IsTerminal as _, Write as _};
 use std::net::{IpAddr, Ipv4Addr, Ipv6Addr, SocketAddr};
 use std::process::ExitCode;
 use std::sync::Arc;
-use std::time::Duration;
+use std::time::{Duration, SystemTime};
 
 use anyhow::Context as _;
 use clap::Parser as _;
@@ -33,13 +36,19 @@ use tracing_subscriber::EnvFilter;
 use crate::cli::Cli;
 use crate::routes::App;
 use crate::state::{Credentials, State};
+use crate::webhook::{Targets, Webhooks};
 
 #[tokio::main]
 async fn main() -> ExitCode {
     // clap prints its own message and exits with code 2 on bad flags.
     let cli = Cli::parse();
     init_tracing();
-    let receipts = match cli.receipts.as_deref().map(fixture::load).transpose() {
+    let loaded = cli
+        .receipts
+        .as_deref()
+        .map(|path| fixture::load(path, SystemTime::now()))
+        .transpose();
+    let receipts = match loaded {
         Ok(receipts) => receipts.unwrap_or_default(),
         Err(error) => {
             eprintln!("bootpay-fake: {error}");
@@ -69,8 +78,21 @@ async fn serve(cli: Cli, receipts: Vec<fixture::ReceiptSpec>) -> anyhow::Result<
         state.upsert(spec);
     }
     let shutdown = CancellationToken::new();
+    let targets = Targets {
+        v2_url: cli.webhook_url,
+        v1_url: cli.webhook_v1_url,
+        v1_content_type: cli.webhook_v1_content_type,
+    };
+    let webhooks = Webhooks::new(
+        targets,
+        Duration::from_millis(cli.webhook_retry_base_ms),
+        cli.webhook_attempts,
+        shutdown.clone(),
+    )
+    .context("cannot build the webhook client")?;
     let app = Arc::new(App::new(
         state,
+        Arc::new(webhooks),
         Duration::from_millis(cli.latency_ms),
         Duration::from_millis(cli.chaos_timeout_ms),
         shutdown.clone(),
@@ -95,7 +117,7 @@ async fn serve(cli: Cli, receipts: Vec<fixture::ReceiptSpec>) -> anyhow::Result<
         .with_graceful_shutdown(async move {
             receipt_verifier::shutdown::signal().await;
             tracing::info!("Shutdown signal received, draining requests.");
-            // Ends injected delays early so slow answers do not hold up the exit.
+            // Ends injected delays and webhook retries early so they do not hold up the exit.
             shutdown.cancel();
         })
         .await

@@ -129,6 +129,15 @@ impl ApiError {
         )
     }
 
+    /// A deposit or an expiry asked of a receipt that is not an issued virtual account.
+    pub fn not_awaiting_deposit() -> Self {
+        Self::new(
+            StatusCode::CONFLICT,
+            "RC_NOT_AWAITING_DEPOSIT",
+            "입금 대기 중인 가상계좌 결제가 아닙니다.",
+        )
+    }
+
     pub fn cancel_price_exceeded(message: &'static str) -> Self {
         Self::new(StatusCode::BAD_REQUEST, "RC_CANCEL_PRICE_EXCEEDED", message)
     }

@@ -1,6 +1,12 @@
 //! HTTP routes: Bootpay's v2 endpoints under `/v2`, its legacy v1 endpoints at the root,
 //! and the `/_fake` control API.
 //!
+//! Every change of a receipt queues its webhooks under the store's lock, so each payload is
+//! the receipt exactly as that change left it, and the API answer never waits for a receiver:
+//! confirms (v1: submits), cancels (either dialect, or the control API unless `silent`),
+//! deposits, and receipts put in place as paid or as an issued virtual account. A repeated
+//! `cancel_id`, a silent cancel and an expiry send nothing.
+//!
 //! Both dialects share the receipts, the tokens, the counters, the latency, the outage and
 //! the faults; they differ only in shapes and in how a call authenticates. Every handler runs
 //! the same steps, in this order: count the request, apply `--latency-ms`, answer the outage
@@ -19,7 +25,7 @@ use std::time::{Duration, Instant, SystemTime};
 use axum::Json;
 use axum::Router;
 use axum::body::Bytes;
-use axum::extract::{Path, Request, State as Extract};
+use axum::extract::{Path, RawQuery, Request, State as Extract};
 use axum::http::header::{AUTHORIZATION, CONTENT_TYPE};
 use axum::http::{HeaderMap, StatusCode, Uri};
 use axum::middleware::{self, Next};
@@ -27,14 +33,18 @@ use axum::response::{IntoResponse, Response};
 use axum::routing::{get, post, put};
 use serde::Deserialize;
 use serde::de::DeserializeOwned;
-use serde_json::{Number, Value, json};
+use serde_json::{Map, Number, Value, json};
 use tokio_util::sync::CancellationToken;
 
 use crate::clock;
 use crate::fixture;
 use crate::reply::{self, ApiError, Dialect};
-use crate::state::{Amount, CancelRequest, Chaos, CredentialsUpdate, State};
+use crate::state::{
+    Amount, CancelOutcome, CancelRequest, Cancelled, Chaos, CredentialsUpdate, STATUS_PAID,
+    STATUS_VBANK_ISSUED, State,
+};
 use crate::v1;
+use crate::webhook::{TargetsUpdate, WebhookType, Webhooks};
 
 /// Handlers answer `Err` for every refusal; both sides are finished responses.
 type Reply = Result<Response, Response>;
@@ -43,6 +53,7 @@ type Reply = Result<Response, Response>;
 pub struct App {
     /// Never held across an `.await`: handlers copy what they need out of it first.
     state: Mutex<State>,
+    webhooks: Arc<Webhooks>,
     latency: Duration,
     chaos_timeout: Duration,
     /// Cancelled on shutdown so injected delays end early instead of delaying the exit.
@@ -52,12 +63,14 @@ pub struct App {
 impl App {
     pub fn new(
         state: State,
+        webhooks: Arc<Webhooks>,
         latency: Duration,
         chaos_timeout: Duration,
         shutdown: CancellationToken,
     ) -> Self {
         Self {
             state: Mutex::new(state),
+            webhooks,
             latency,
             chaos_timeout,
             shutdown,
@@ -67,6 +80,47 @@ impl App {
     fn lock(&self) -> MutexGuard<'_, State> {
         // Every update leaves the state consistent, so a panic elsewhere does not taint it.
         self.state.lock().unwrap_or_else(PoisonError::into_inner)
+    }
+
+    /// Queues the webhooks for a change of `receipt`, with the merchant keys v1 feedback
+    /// carries. Called with the store locked, right after the change.
+    fn announce(&self, state: &State, kind: WebhookType, receipt: &Map<String, Value>) {
+        let credentials = state.credentials();
+        self.webhooks.send(
+            kind,
+            receipt,
+            &credentials.application_id,
+            &credentials.private_key,
+        );
+    }
+
+    /// Server confirm, then its `PAYMENT_COMPLETED` webhooks.
+    fn confirm(&self, receipt_id: &str) -> Result<Map<String, Value>, ApiError> {
+        let mut state = self.lock();
+        let receipt = state.confirm(receipt_id, SystemTime::now())?;
+        self.announce(&state, WebhookType::PaymentCompleted, &receipt);
+        Ok(receipt)
+    }
+
+    /// A cancel by either dialect or the control API, then its webhooks unless `silent` (a
+    /// cancel in the PG's console) or the `cancel_id` was already seen.
+    fn cancel(
+        &self,
+        receipt_id: &str,
+        request: &CancelRequest,
+        silent: bool,
+    ) -> Result<Cancelled, ApiError> {
+        let mut state = self.lock();
+        let cancelled = state.cancel(receipt_id, request, SystemTime::now())?;
+        let kind = match cancelled.outcome {
+            CancelOutcome::Full => Some(WebhookType::PaymentCancelled),
+            CancelOutcome::Partial => Some(WebhookType::PaymentPartialCancelled),
+            CancelOutcome::Repeated => None,
+        };
+        if let Some(kind) = kind.filter(|_| !silent) {
+            self.announce(&state, kind, &cancelled.receipt);
+        }
+        Ok(cancelled)
     }
 
     /// Waits `delay`, or answers 503 if the fake starts shutting down meanwhile.
@@ -197,6 +251,13 @@ pub fn router(app: Arc<App>) -> Router {
         .route("/_fake/requests", get(requests))
         .route("/_fake/chaos", put(set_chaos))
         .route("/_fake/receipts/{receipt_id}", put(put_receipt))
+        .route("/_fake/receipts/{receipt_id}/deposit", post(deposit))
+        .route("/_fake/receipts/{receipt_id}/cancel", post(control_cancel))
+        .route("/_fake/receipts/{receipt_id}/expire", post(expire))
+        .route(
+            "/_fake/webhooks",
+            get(webhook_log).put(set_webhooks).delete(clear_webhook_log),
+        )
         .fallback(not_found)
         .method_not_allowed_fallback(not_found)
         .layer(middleware::from_fn_with_state(app.clone(), observe))
@@ -307,7 +368,7 @@ async fn confirm(Extract(app): Extract<Arc<App>>, headers: HeaderMap, body: Byte
     app.authorize(&headers)?;
     let request = request?;
     app.receipt_faults(&request.receipt_id, Dialect::V2).await?;
-    let receipt = app.lock().confirm(&request.receipt_id, SystemTime::now())?;
+    let receipt = app.confirm(&request.receipt_id)?;
     Ok(Json(receipt).into_response())
 }
 
@@ -335,20 +396,12 @@ async fn cancel(Extract(app): Extract<Arc<App>>, headers: HeaderMap, body: Bytes
     app.enter(Dialect::V2).await?;
     app.authorize(&headers)?;
     let request = request?;
-    let amount = |number: Option<&Number>, name: &str| match number {
-        None => Ok(None),
-        Some(number) => Amount::from_number(number)
-            .map(Some)
-            .ok_or_else(|| ApiError::invalid_request(format!("{name} must be a number"))),
-    };
     let cancel = CancelRequest {
         amount: amount(request.cancel_price.as_ref(), "cancel_price")?,
         tax_free: amount(request.cancel_tax_free.as_ref(), "cancel_tax_free")?,
         cancel_id: request.cancel_id,
     };
-    let cancelled = app
-        .lock()
-        .cancel(&request.receipt_id, &cancel, SystemTime::now())?;
+    let cancelled = app.cancel(&request.receipt_id, &cancel, false)?;
     Ok(Json(cancelled.receipt).into_response())
 }
 
@@ -409,10 +462,7 @@ async fn v1_submit(Extract(app): Extract<Arc<App>>, headers: HeaderMap, body: By
     app.authorize_v1(&headers).map_err(v1_error)?;
     let receipt_id = receipt_id.ok_or_else(|| v1_error(receipt_id_required()))?;
     app.receipt_faults(&receipt_id, Dialect::V1).await?;
-    let receipt = app
-        .lock()
-        .confirm(&receipt_id, SystemTime::now())
-        .map_err(v1_error)?;
+    let receipt = app.confirm(&receipt_id).map_err(v1_error)?;
     Ok(reply::envelope(v1::receipt(&receipt)))
 }
 
@@ -432,10 +482,7 @@ async fn v1_cancel(Extract(app): Extract<Arc<App>>, headers: HeaderMap, body: By
         tax_free: amount("tax_free").map_err(v1_error)?,
         cancel_id: v1::text(&fields, "cancel_id"),
     };
-    let cancelled = app
-        .lock()
-        .cancel(&receipt_id, &request, SystemTime::now())
-        .map_err(v1_error)?;
+    let cancelled = app.cancel(&receipt_id, &request, false).map_err(v1_error)?;
     Ok(reply::envelope(cancelled.data))
 }
 
@@ -537,25 +584,42 @@ async fn set_chaos(Extract(app): Extract<Arc<App>>, body: Bytes) -> Reply {
 }
 
 /// Inserts or replaces a receipt; a body without `receipt_id` takes the one in the path.
+/// Put in place as paid (1) it sends `PAYMENT_COMPLETED`, as an issued virtual account (5)
+/// `PAYMENT_VIRTUAL_ACCOUNT_ISSUED` (v2 only), unless the query says `webhook=false`.
 async fn put_receipt(
     Extract(app): Extract<Arc<App>>,
     Path(receipt_id): Path<String>,
+    RawQuery(query): RawQuery,
     body: Bytes,
 ) -> Reply {
+    let announce = webhook_switch(query.as_deref())?;
     let mut value: Value = parse_json(&body)?;
     if let Value::Object(object) = &mut value {
         object
             .entry("receipt_id")
             .or_insert_with(|| receipt_id.clone().into());
     }
-    let spec = fixture::parse_receipt(value)
+    let spec = fixture::parse_receipt(value, SystemTime::now())
         .map_err(|error| ApiError::invalid_request(error.to_string()))?;
     if spec.id != receipt_id {
         return Err(
             ApiError::invalid_request("receipt_id in the body differs from the path").into(),
         );
     }
-    let created = app.lock().upsert(spec);
+    let kind = match spec.body.get("status").and_then(Value::as_i64) {
+        Some(STATUS_PAID) => Some(WebhookType::PaymentCompleted),
+        Some(STATUS_VBANK_ISSUED) => Some(WebhookType::VirtualAccountIssued),
+        _ => None,
+    };
+    let created = {
+        let mut state = app.lock();
+        let receipt = spec.body.clone();
+        let created = state.upsert(spec);
+        if let Some(kind) = kind.filter(|_| announce) {
+            app.announce(&state, kind, &receipt);
+        }
+        created
+    };
     let status = if created {
         StatusCode::CREATED
     } else {
@@ -568,7 +632,123 @@ async fn put_receipt(
         .into_response())
 }
 
+/// `webhook=true|false` in a control query; the only parameter taken, true unless given.
+fn webhook_switch(query: Option<&str>) -> Result<bool, ApiError> {
+    let mut announce = true;
+    for (key, value) in url::form_urlencoded::parse(query.unwrap_or_default().as_bytes()) {
+        match (key.as_ref(), value.as_ref()) {
+            ("webhook", "true") => announce = true,
+            ("webhook", "false") => announce = false,
+            ("webhook", _) => {
+                return Err(ApiError::invalid_request("webhook must be true or false"));
+            }
+            (other, _) => {
+                return Err(ApiError::invalid_request(format!(
+                    "unknown query parameter {other:?}"
+                )));
+            }
+        }
+    }
+    Ok(announce)
+}
+
+/// The buyer deposits into an issued virtual account: status 5 becomes 1, with
+/// `PAYMENT_COMPLETED` webhooks. Answers the receipt after, in v2's shape.
+async fn deposit(Extract(app): Extract<Arc<App>>, Path(receipt_id): Path<String>) -> Reply {
+    let receipt = {
+        let mut state = app.lock();
+        let receipt = state.deposit(&receipt_id, SystemTime::now())?;
+        app.announce(&state, WebhookType::PaymentCompleted, &receipt);
+        receipt
+    };
+    tracing::info!(receipt_id, "Virtual account paid.");
+    Ok(Json(receipt).into_response())
+}
+
+/// The virtual account's due date passes. Bootpay sends nothing for it, and neither does
+/// the fake. Answers the receipt after.
+async fn expire(Extract(app): Extract<Arc<App>>, Path(receipt_id): Path<String>) -> Reply {
+    let receipt = app.lock().expire(&receipt_id, SystemTime::now())?;
+    tracing::info!(receipt_id, "Virtual account expired.");
+    Ok(Json(receipt).into_response())
+}
+
+/// Control cancel body: an amount (none cancels what remains), its tax-free part, an id, and
+/// whether it happens in the PG's console, where Bootpay hears nothing and sends nothing.
+#[derive(Default, Deserialize)]
+#[serde(deny_unknown_fields)]
+struct ControlCancelRequest {
+    #[serde(default)]
+    price: Option<Number>,
+    #[serde(default)]
+    tax_free: Option<Number>,
+    #[serde(default)]
+    cancel_id: Option<String>,
+    #[serde(default)]
+    silent: bool,
+}
+
+/// A cancel as a merchant's admin or a PG console makes it: the API cancel's rules and
+/// answers (the receipt after, in v2's shape), not counted as an API request.
+async fn control_cancel(
+    Extract(app): Extract<Arc<App>>,
+    Path(receipt_id): Path<String>,
+    body: Bytes,
+) -> Reply {
+    let request: ControlCancelRequest = if body.iter().all(u8::is_ascii_whitespace) {
+        ControlCancelRequest::default()
+    } else {
+        parse_json(&body)?
+    };
+    let cancel = CancelRequest {
+        amount: amount(request.price.as_ref(), "price")?,
+        tax_free: amount(request.tax_free.as_ref(), "tax_free")?,
+        cancel_id: request.cancel_id,
+    };
+    let cancelled = app.cancel(&receipt_id, &cancel, request.silent)?;
+    tracing::info!(
+        receipt_id,
+        silent = request.silent,
+        "Receipt cancelled outside the API."
+    );
+    Ok(Json(cancelled.receipt).into_response())
+}
+
+async fn webhook_log(Extract(app): Extract<Arc<App>>) -> Json<Value> {
+    Json(app.webhooks.log())
+}
+
+/// Changes the webhook targets: `v2_url` and `v1_url` (`null` removes one) and
+/// `v1_content_type` (`form` or `json`); fields left out stay. Answers the targets in force.
+async fn set_webhooks(Extract(app): Extract<Arc<App>>, body: Bytes) -> Reply {
+    let update: TargetsUpdate = parse_json(&body)?;
+    let targets = app
+        .webhooks
+        .update_targets(update)
+        .map_err(ApiError::invalid_request)?;
+    tracing::info!(
+        v2 = targets.v2_url.is_some(),
+        v1 = targets.v1_url.is_some(),
+        "Webhook targets changed."
+    );
+    Ok(Json(targets.to_json()).into_response())
+}
+
+async fn clear_webhook_log(Extract(app): Extract<Arc<App>>) -> Json<Value> {
+    Json(json!({ "cleared": app.webhooks.clear() }))
+}
+
 // ---- helpers ----
+
+/// An optional amount field of a JSON body; `name` is for the refusal.
+fn amount(number: Option<&Number>, name: &str) -> Result<Option<Amount>, ApiError> {
+    number
+        .map(|number| {
+            Amount::from_number(number)
+                .ok_or_else(|| ApiError::invalid_request(format!("{name} must be a number")))
+        })
+        .transpose()
+}
 
 /// Parses a JSON body, answering a Bootpay-shaped 400 instead of axum's plain-text rejection.
 fn parse_json<T: DeserializeOwned>(body: &[u8]) -> Result<T, ApiError> {

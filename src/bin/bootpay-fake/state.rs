@@ -1,5 +1,7 @@
 //! The fake's whole mutable state: accepted credentials, issued tokens, receipts with their
 //! fault counters and cancel history, the outage and chaos switches, and request counters.
+//! Every change of a receipt (confirm, deposit, cancel, expiry) goes through here and says
+//! what it changed, so the caller can send the webhooks Bootpay would send for it.
 //!
 //! Pure and synchronous so it can sit behind a `std::sync::Mutex`; callers pass the current
 //! time in, which keeps token expiry and cancels testable without waiting.
@@ -17,8 +19,10 @@ use crate::fixture::{Fault, ReceiptSpec};
 use crate::reply::ApiError;
 
 /// Bootpay status codes the fake moves receipts between.
-const STATUS_PAID: i64 = 1;
+pub const STATUS_PAID: i64 = 1;
 const STATUS_AWAITING_CONFIRM: i64 = 2;
+/// A virtual account issued and waiting for the buyer's deposit.
+pub const STATUS_VBANK_ISSUED: i64 = 5;
 /// Bootpay's status after a partial cancel as well as after a full one.
 const STATUS_CANCELLED: i64 = 20;
 
@@ -131,8 +135,20 @@ pub struct CancelRequest {
     pub cancel_id: Option<String>,
 }
 
+/// What a cancel did to the receipt.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum CancelOutcome {
+    /// Something remains to be cancelled.
+    Partial,
+    /// Nothing remains.
+    Full,
+    /// A `cancel_id` the receipt already saw: nothing changed.
+    Repeated,
+}
+
 /// A cancel that was made, or one repeated under a `cancel_id` the receipt already saw.
 pub struct Cancelled {
+    pub outcome: CancelOutcome,
     /// The receipt as it is now (v2's answer).
     pub receipt: Map<String, Value>,
     /// v1's cancel data: `receipt_id, request_cancel_price, remain_price, remain_tax_free,
@@ -412,6 +428,7 @@ impl State {
         let cancel_id = request.cancel_id.as_deref().filter(|id| !id.is_empty());
         if let Some(data) = cancel_id.and_then(|id| receipt.cancels_by_id.get(id)) {
             return Ok(Cancelled {
+                outcome: CancelOutcome::Repeated,
                 receipt: receipt.body.clone(),
                 data: data.clone(),
             });
@@ -467,10 +484,70 @@ impl State {
                 .cancels_by_id
                 .insert(cancel_id.to_owned(), data.clone());
         }
+        let outcome = if ledger.price.sub(cancelled).is_positive() {
+            CancelOutcome::Partial
+        } else {
+            CancelOutcome::Full
+        };
         Ok(Cancelled {
+            outcome,
             receipt: receipt.body.clone(),
             data,
         })
+    }
+
+    /// The buyer's deposit into an issued virtual account: status 5 becomes paid (1), paid at
+    /// `now`. A due date already passed does not stop it, so tests can play a late deposit
+    /// against an expiry sweep.
+    ///
+    /// # Errors
+    /// `RC_NOT_FOUND` for an unknown id, 409 `RC_NOT_AWAITING_DEPOSIT` unless the status is 5.
+    pub fn deposit(&mut self, id: &str, now: SystemTime) -> Result<Map<String, Value>, ApiError> {
+        let body = self.issued_vbank(id)?;
+        body.insert("status".into(), STATUS_PAID.into());
+        body.insert("status_locale".into(), "결제완료".into());
+        body.insert("purchased_at".into(), clock::kst_rfc3339(now).into());
+        Ok(body.clone())
+    }
+
+    /// The virtual account's due date passes: `vbank_data.expired_at` becomes one second
+    /// before `now`; the status stays 5, as on Bootpay, which changes nothing and sends
+    /// nothing when a deadline passes.
+    ///
+    /// # Errors
+    /// `RC_NOT_FOUND` for an unknown id, 409 `RC_NOT_AWAITING_DEPOSIT` unless the status is 5.
+    pub fn expire(&mut self, id: &str, now: SystemTime) -> Result<Map<String, Value>, ApiError> {
+        let body = self.issued_vbank(id)?;
+        let past = now.checked_sub(Duration::from_secs(1)).unwrap_or(now);
+        let expired_at = Value::from(clock::kst_rfc3339(past));
+        match body.get_mut("vbank_data") {
+            Some(Value::Object(vbank)) => {
+                vbank.insert("expired_at".into(), expired_at);
+            }
+            // Fixtures always give a status-5 receipt its `vbank_data`; this only keeps the
+            // rule whole.
+            _ => {
+                body.insert("vbank_data".into(), json!({ "expired_at": expired_at }));
+            }
+        }
+        Ok(body.clone())
+    }
+
+    fn issued_vbank(&mut self, id: &str) -> Result<&mut Map<String, Value>, ApiError> {
+        let receipt = self
+            .receipts
+            .get_mut(id)
+            .ok_or_else(ApiError::receipt_not_found)?;
+        if receipt.status() != Some(STATUS_VBANK_ISSUED) {
+            return Err(ApiError::not_awaiting_deposit());
+        }
+        Ok(&mut receipt.body)
+    }
+
+    /// The application id and private key the fake accepts now; v1 feedback carries both, as
+    /// Bootpay's does.
+    pub fn credentials(&self) -> &Credentials {
+        &self.credentials
     }
 
     pub fn stats(&self) -> Value {
@@ -693,7 +770,8 @@ mod tests {
 
     fn with_receipt(body: Value) -> State {
         let mut state = state();
-        let spec = crate::fixture::parse_receipt(body).expect("valid receipt");
+        let spec =
+            crate::fixture::parse_receipt(body, SystemTime::UNIX_EPOCH).expect("valid receipt");
         state.upsert(spec);
         state
     }
@@ -856,6 +934,58 @@ mod tests {
             refusal(cancel(&mut state, Some(1), Some("c-4"))),
             "RC_ALREADY_CANCELLED"
         );
+    }
+
+    #[test]
+    fn cancels_say_what_they_did() {
+        let mut state = paid(3000);
+        let outcome = |result: Result<Cancelled, ApiError>| result.expect("cancelled").outcome;
+        assert_eq!(
+            outcome(cancel(&mut state, Some(1000), Some("c-1"))),
+            CancelOutcome::Partial
+        );
+        assert_eq!(
+            outcome(cancel(&mut state, Some(1000), Some("c-1"))),
+            CancelOutcome::Repeated
+        );
+        // The cancel that takes what remains is the full one, with or without an amount.
+        assert_eq!(
+            outcome(cancel(&mut state, Some(2000), Some("c-2"))),
+            CancelOutcome::Full
+        );
+        assert_eq!(
+            outcome(cancel(&mut state, None, Some("c-2"))),
+            CancelOutcome::Repeated
+        );
+        let mut state = paid(3000);
+        assert_eq!(outcome(cancel(&mut state, None, None)), CancelOutcome::Full);
+    }
+
+    #[test]
+    fn deposits_and_expiry_need_an_issued_virtual_account() {
+        let mut state = with_receipt(json!({ "receipt_id": "r", "price": 9000, "status": 5 }));
+        let now = SystemTime::UNIX_EPOCH + Duration::from_secs(1_714_525_230);
+        let expired = state.expire("r", now).expect("expired");
+        assert_eq!(expired["status"], 5);
+        assert_eq!(
+            expired["vbank_data"]["expired_at"],
+            "2024-05-01T10:00:29+09:00"
+        );
+        assert_eq!(expired["vbank_data"]["bank_code"], "088");
+        let paid = state.deposit("r", now).expect("deposited");
+        assert_eq!(paid["status"], 1);
+        assert_eq!(paid["status_locale"], "결제완료");
+        assert_eq!(paid["purchased_at"], "2024-05-01T10:00:30+09:00");
+        for result in [state.deposit("r", now), state.expire("r", now)] {
+            assert!(matches!(result, Err(error) if error.code() == "RC_NOT_AWAITING_DEPOSIT"));
+        }
+        assert!(matches!(
+            state.deposit("nope", now),
+            Err(error) if error.code() == "RC_NOT_FOUND"
+        ));
+        // Paid by deposit, it cancels like any payment.
+        let cancelled = cancel(&mut state, None, None).expect("cancelled");
+        assert_eq!(cancelled.receipt["cancelled_price"], 9000);
     }
 
     #[test]

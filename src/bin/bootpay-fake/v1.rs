@@ -1,6 +1,7 @@
-//! Bootpay's legacy v1 shapes: request bodies that may be form-encoded or JSON, and the
-//! receipt as v1 wrote it. The store keeps receipts in v2's shape; v1 answers are derived from
-//! it on the way out, so both dialects always tell the same story.
+//! Bootpay's legacy v1 shapes: request bodies that may be form-encoded or JSON, the receipt
+//! as v1 wrote it, and the fields of v1's feedback notification. The store keeps receipts in
+//! v2's shape; v1 answers are derived from it on the way out, so both dialects always tell the
+//! same story.
 
 use serde_json::{Map, Value, json};
 
@@ -57,12 +58,7 @@ pub fn receipt(body: &Map<String, Value>) -> Value {
     let ledger = Ledger::of(body);
     let status = body.get("status").and_then(Value::as_i64);
     let (status_en, status_ko) = status.and_then(status_labels).unzip();
-    let timestamp = |key: &str| match body.get(key) {
-        Some(Value::String(text)) => {
-            clock::v1_from_rfc3339(text).map_or_else(|| Value::String(text.clone()), Value::String)
-        }
-        _ => Value::Null,
-    };
+    let timestamp = |key: &str| v1_time(body.get(key));
     let unit = match body.get("currency") {
         Some(Value::String(currency)) => Value::String(currency.to_ascii_lowercase()),
         _ => Value::Null,
@@ -72,7 +68,7 @@ pub fn receipt(body: &Map<String, Value>) -> Value {
         .get("method_symbol")
         .cloned()
         .unwrap_or_else(|| field("method"));
-    json!({
+    let mut receipt = json!({
         "receipt_id": field("receipt_id"),
         "order_id": field("order_id"),
         "name": field("order_name"),
@@ -94,7 +90,88 @@ pub fn receipt(body: &Map<String, Value>) -> Value {
         "status": field("status"),
         "status_en": status_en,
         "status_ko": status_ko,
-    })
+    });
+    if let (Value::Object(receipt), Some(payment_data)) = (&mut receipt, vbank_payment_data(body)) {
+        receipt.insert("payment_data".into(), payment_data);
+    }
+    receipt
+}
+
+/// v1's `payment_data` of a virtual-account receipt: the account and due date under v1's
+/// abbreviated names (`expiredate` in KST without a zone) beside the common keys. Only
+/// virtual accounts get one here: their account and due date exist nowhere else in v1.
+fn vbank_payment_data(body: &Map<String, Value>) -> Option<Value> {
+    let Some(Value::Object(vbank)) = body.get("vbank_data") else {
+        return None;
+    };
+    let field = |key: &str| body.get(key).cloned().unwrap_or(Value::Null);
+    let vbank_field = |key: &str| vbank.get(key).cloned().unwrap_or(Value::Null);
+    Some(json!({
+        "receipt_id": field("receipt_id"),
+        "n": field("order_name"),
+        "p": field("price"),
+        "tid": vbank_field("tid"),
+        "pg": field("pg"),
+        "pm": field("method"),
+        "pm_a": field("method_symbol"),
+        "o_id": field("order_id"),
+        "p_at": v1_time(body.get("purchased_at")),
+        "s": field("status"),
+        "bankname": vbank_field("bank_name"),
+        "accountholder": vbank_field("bank_username"),
+        "account": vbank_field("bank_account"),
+        "expiredate": v1_time(vbank.get("expired_at")),
+        "username": vbank_field("sender_name"),
+    }))
+}
+
+/// The fields of v1's feedback notification for a receipt, as Bootpay documents them for a
+/// form-encoded one, with the merchant's `application_id` and `private_key` (Bootpay sends
+/// both). `retry_count` is added per attempt.
+pub fn feedback(
+    body: &Map<String, Value>,
+    application_id: &str,
+    private_key: &str,
+) -> Map<String, Value> {
+    const FIELDS: [&str; 14] = [
+        "receipt_id",
+        "order_id",
+        "price",
+        "tax_free",
+        "cancelled_price",
+        "status",
+        "method",
+        "method_name",
+        "pg",
+        "pg_name",
+        "name",
+        "unit",
+        "purchased_at",
+        "receipt_url",
+    ];
+    let receipt = receipt(body);
+    let mut fields: Map<String, Value> = FIELDS
+        .iter()
+        .map(|&key| {
+            (
+                key.to_owned(),
+                receipt.get(key).cloned().unwrap_or(Value::Null),
+            )
+        })
+        .collect();
+    fields.insert("application_id".into(), application_id.into());
+    fields.insert("private_key".into(), private_key.into());
+    fields
+}
+
+/// A v2 timestamp as v1 writes it; text that is not RFC 3339 passes unchanged.
+fn v1_time(value: Option<&Value>) -> Value {
+    match value {
+        Some(Value::String(text)) => {
+            clock::v1_from_rfc3339(text).map_or_else(|| Value::String(text.clone()), Value::String)
+        }
+        _ => Value::Null,
+    }
 }
 
 /// v1's `status_en` and `status_ko`. Bootpay documents `complete`/`결제완료` for 1; the
@@ -192,5 +269,50 @@ mod tests {
         assert_eq!(bare["status_en"], "confirm_ready");
         let odd = receipt(&object(json!({ "receipt_id": "r-3", "status": 99 })));
         assert_eq!(odd["status_en"], Value::Null);
+        assert!(odd.get("payment_data").is_none());
+    }
+
+    #[test]
+    fn virtual_accounts_carry_their_account_in_payment_data() {
+        let v2 = object(json!({
+            "receipt_id": "r-5", "order_id": "o-5", "order_name": "Gems", "price": 9000,
+            "status": 5, "method": "가상계좌", "method_symbol": "vbank", "pg": "KCP",
+            "vbank_data": {
+                "tid": "T-5", "bank_code": "088", "bank_name": "신한은행",
+                "bank_account": "562111", "bank_username": "부트페이", "sender_name": "홍길동",
+                "expired_at": "2024-05-08T10:00:30+09:00"
+            }
+        }));
+        let v1 = receipt(&v2);
+        assert_eq!(v1["method"], "vbank");
+        assert_eq!(v1["status_en"], "vbank_issued");
+        assert_eq!(
+            v1["payment_data"],
+            json!({
+                "receipt_id": "r-5", "n": "Gems", "p": 9000, "tid": "T-5", "pg": "KCP",
+                "pm": "가상계좌", "pm_a": "vbank", "o_id": "o-5", "p_at": null, "s": 5,
+                "bankname": "신한은행", "accountholder": "부트페이", "account": "562111",
+                "expiredate": "2024-05-08 10:00:30", "username": "홍길동"
+            })
+        );
+    }
+
+    #[test]
+    fn feedback_carries_the_merchant_keys() {
+        let v2 = object(json!({
+            "receipt_id": "r-1", "order_id": "o-1", "order_name": "Gems", "price": 3000,
+            "status": 1, "currency": "KRW", "method_symbol": "card", "method": "카드",
+            "purchased_at": "2024-05-01T10:00:31+09:00", "metadata": {}
+        }));
+        assert_eq!(
+            Value::Object(feedback(&v2, "app", "key")),
+            json!({
+                "receipt_id": "r-1", "order_id": "o-1", "price": 3000, "tax_free": 0,
+                "cancelled_price": 0, "status": 1, "method": "card", "method_name": "카드",
+                "pg": null, "pg_name": null, "name": "Gems", "unit": "krw",
+                "purchased_at": "2024-05-01 10:00:31", "receipt_url": null,
+                "application_id": "app", "private_key": "key"
+            })
+        );
     }
 }
