@@ -126,6 +126,38 @@ pub struct RequeueArgs {
     pub requeue_max_delay_secs: u64,
 }
 
+/// The decision ledger.
+#[derive(Debug, Clone, Args)]
+pub struct LedgerArgs {
+    /// DynamoDB table of the decision ledger (partition key `receipt_id`, a string;
+    /// `receipt-verifier ledger init` creates one). With it, a receipt is fulfilled at
+    /// most once, ever, repeats get the recorded decision, virtual accounts are followed
+    /// until their deposit, and cancels after fulfilment are revoked. Unset: no ledger.
+    #[arg(long, env = "LEDGER_TABLE", value_parser = table_name)]
+    pub ledger_table: Option<String>,
+}
+
+/// The reconciliation sweep inside `run`.
+#[derive(Debug, Clone, Args)]
+pub struct SweepArgs {
+    /// How often `run` sweeps the ledger for deposits, expiries and cancels no webhook
+    /// reported, in seconds (one worker of many sweeps each time); 0 turns it off. Needs
+    /// LEDGER_TABLE.
+    #[arg(long, env = "RECONCILE_INTERVAL_SECS", default_value = "3600", value_parser = clap::value_parser!(u64).range(0..=604_800))]
+    pub reconcile_interval_secs: u64,
+
+    /// How far back fulfilled receipts are re-checked for cancels, in hours. Each is
+    /// re-checked about window ÷ interval times.
+    #[arg(long, env = "RECONCILE_WINDOW_HOURS", default_value = "24", value_parser = clap::value_parser!(u64).range(1..=2160))]
+    pub reconcile_window_hours: u64,
+}
+
+impl SweepArgs {
+    pub fn window(&self) -> Duration {
+        Duration::from_secs(self.reconcile_window_hours * 3600)
+    }
+}
+
 #[derive(Debug, Clone, Args)]
 pub struct RunArgs {
     #[command(flatten)]
@@ -136,6 +168,12 @@ pub struct RunArgs {
 
     #[command(flatten)]
     pub requeue: RequeueArgs,
+
+    #[command(flatten)]
+    pub ledger: LedgerArgs,
+
+    #[command(flatten)]
+    pub sweep: SweepArgs,
 
     /// Most purchases verified at once. The throughput ceiling is roughly this number
     /// divided by Bootpay's latency (64 / 50 ms ≈ 1,280 per second).
@@ -192,6 +230,9 @@ pub struct LambdaArgs {
 
     #[command(flatten)]
     pub requeue: RequeueArgs,
+
+    #[command(flatten)]
+    pub ledger: LedgerArgs,
 
     /// Most records of one invocation verified at once.
     #[arg(long, env = "WORKER_CONCURRENCY", default_value = "64")]
@@ -413,7 +454,69 @@ impl RunArgs {
             probe_max_delay: Duration::from_secs(self.pause_probe_max_secs),
             metrics_addr: self.metrics_addr,
             policy: self.bootpay.policy(),
+            sweep: (self.sweep.reconcile_interval_secs > 0).then(|| {
+                (
+                    Duration::from_secs(self.sweep.reconcile_interval_secs),
+                    self.sweep.window(),
+                )
+            }),
         }
+    }
+}
+
+/// `receipt-verifier webhook`: where it listens, whom it takes webhooks from, where it
+/// queues them.
+#[derive(Debug, Clone, Args)]
+pub struct WebhookArgs {
+    /// Address to serve Bootpay's webhooks on (`POST /webhooks/bootpay` for v2,
+    /// `POST /webhooks/bootpay/v1` for v1).
+    #[arg(long, env = "WEBHOOK_ADDR", default_value = "0.0.0.0:8080")]
+    pub webhook_addr: std::net::SocketAddr,
+
+    /// Senders allowed, as comma-separated CIDR ranges: Bootpay's range by default.
+    #[arg(long, env = "WEBHOOK_ALLOWED_SOURCES", default_value = "223.130.82.0/24", value_parser = cidrs)]
+    pub webhook_allowed_sources: CidrList,
+
+    /// Our own proxies or load balancers, as comma-separated CIDR ranges: only from them
+    /// is `X-Forwarded-For` read, and then only the addresses they appended. Default none.
+    #[arg(long, env = "WEBHOOK_TRUSTED_PROXIES", default_value = "", value_parser = cidrs)]
+    pub webhook_trusted_proxies: CidrList,
+
+    /// URL of the purchase queue, where notifications are queued for the workers.
+    #[arg(long, env = "PURCHASE_QUEUE_URL", value_parser = queue_url)]
+    pub purchase_queue_url: String,
+
+    /// Most webhooks handled at once; more are answered 503, and Bootpay retries them.
+    #[arg(long, env = "WEBHOOK_MAX_CONCURRENCY", default_value = "256")]
+    pub webhook_max_concurrency: NonZeroUsize,
+
+    /// Address to serve `/metrics`, `/healthz` and `/readyz` on. Not served when unset.
+    #[arg(long, env = "METRICS_ADDR")]
+    pub metrics_addr: Option<std::net::SocketAddr>,
+
+    /// Log format.
+    #[arg(long, env = "LOG_FORMAT", value_enum, default_value = "text")]
+    pub log_format: LogFormat,
+}
+
+/// A parsed list of CIDR ranges.
+#[derive(Debug, Clone, Default)]
+pub struct CidrList(pub Vec<ipnet::IpNet>);
+
+fn cidrs(value: &str) -> Result<CidrList, String> {
+    crate::runtime::webhook::source::parse_cidrs(value).map(CidrList)
+}
+
+/// A DynamoDB table name: 3 to 255 of `a-z A-Z 0-9 _ - .`.
+pub fn table_name(value: &str) -> Result<String, String> {
+    let valid = (3..=255).contains(&value.len())
+        && value
+            .bytes()
+            .all(|b| b.is_ascii_alphanumeric() || matches!(b, b'_' | b'-' | b'.'));
+    if valid {
+        Ok(value.to_owned())
+    } else {
+        Err("a DynamoDB table name is 3 to 255 of a-z, A-Z, 0-9, `_`, `-` and `.`".into())
     }
 }
 

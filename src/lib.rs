@@ -1,21 +1,26 @@
 //! receipt-verifier: verifies Bootpay receipts for purchases queued on SQS and publishes
-//! a `fulfill` or `reject` decision for each.
+//! a `fulfill`, `reject` or `revoke` decision for each, following each receipt's life in a
+//! ledger.
 //!
 //! # Layout
 //!
 //! The decisions themselves are made by the verification core, the
 //! `receipt_verifier_core` crate (the event contract, the rules, the decision contract
-//! and a `Pipeline` over a `Payments` port). This crate holds what the core does not:
+//! and a `Pipeline` over the `Payments` and `Ledger` ports). This crate holds what the
+//! core does not:
 //!
-//! - adapters: [`bootpay`] (the `Payments` port over Bootpay's API) and [`sqs`]
-//!   (receiving, publishing, batching, acknowledging);
-//! - runtimes: [`runtime::poller`] (`receipt-verifier run`);
+//! - adapters: [`bootpay`] (the `Payments` port over Bootpay's API), [`ledger`] (the
+//!   `Ledger` port over DynamoDB, and the reconciliation sweep) and [`sqs`] (receiving,
+//!   publishing, batching, acknowledging);
+//! - runtimes: [`runtime::poller`] (`receipt-verifier run`), [`runtime::lambda`]
+//!   (`receipt-verifier-lambda`) and [`runtime::webhook`] (`receipt-verifier webhook`);
 //! - operator commands: [`ops`];
 //! - plumbing shared by all: [`config`], [`observability`], [`backoff`], [`shutdown`].
 
 pub mod backoff;
 pub mod bootpay;
 pub mod config;
+pub mod ledger;
 pub mod observability;
 pub mod ops;
 pub mod runtime;

@@ -1,20 +1,22 @@
-//! `receipt-verifier`: the worker (`run`) and its operator commands.
+//! `receipt-verifier`: the worker (`run`), the webhook ingress (`webhook`) and the
+//! operator commands.
 
 use std::process::ExitCode;
+use std::time::Duration;
 
 use anyhow::Context as _;
 use clap::{Parser, Subcommand};
-use receipt_verifier::config::RunArgs;
+use receipt_verifier::config::{RunArgs, WebhookArgs};
 use receipt_verifier::observability::logging;
 use receipt_verifier::ops::{self, OpsQueues};
-use receipt_verifier::runtime::poller;
+use receipt_verifier::runtime::{poller, webhook};
 use receipt_verifier::sqs::queues;
 
 #[derive(Debug, Parser)]
 #[command(
     name = "receipt-verifier",
     version,
-    about = "Verifies Bootpay receipts for purchases queued on SQS and publishes fulfill/reject decisions."
+    about = "Verifies Bootpay receipts for purchases queued on SQS and publishes fulfill/reject/revoke decisions."
 )]
 struct Cli {
     #[command(subcommand)]
@@ -25,6 +27,8 @@ struct Cli {
 enum Command {
     /// Run the worker: poll purchases, verify them with Bootpay, publish decisions.
     Run(RunArgs),
+    /// Run the webhook ingress: take Bootpay's webhooks and queue a notification for each.
+    Webhook(WebhookArgs),
     /// Send purchase events to the purchase queue (validated first, batched by ten).
     Enqueue {
         #[command(flatten)]
@@ -53,11 +57,21 @@ enum Command {
         #[command(subcommand)]
         command: ops::dlq::DlqCommand,
     },
+    /// Create the ledger table, or look at what the ledger holds.
+    Ledger {
+        #[command(flatten)]
+        table: ops::ledger::LedgerTable,
+        #[command(subcommand)]
+        command: ops::ledger::LedgerCommand,
+    },
+    /// Sweep the ledger once: queue a notification for every receipt awaiting a deposit and
+    /// every recently fulfilled one, so that workers re-check them with Bootpay.
+    Reconcile(ops::ledger::ReconcileArgs),
 }
 
 fn main() -> ExitCode {
     let cli = Cli::parse();
-    if !matches!(cli.command, Command::Run(_)) {
+    if !matches!(cli.command, Command::Run(_) | Command::Webhook(_)) {
         end_quietly_on_a_closed_pipe();
     }
     let runtime = match tokio::runtime::Runtime::new() {
@@ -69,6 +83,7 @@ fn main() -> ExitCode {
     };
     let result = match cli.command {
         Command::Run(args) => runtime.block_on(run(args)),
+        Command::Webhook(args) => runtime.block_on(webhook(args)),
         Command::Enqueue { queues, args } => runtime.block_on(operate(|sqs| async move {
             ops::enqueue::run(&sqs, &queues, &args).await
         })),
@@ -80,6 +95,13 @@ fn main() -> ExitCode {
         })),
         Command::Dlq { queues, command } => runtime.block_on(operate(|sqs| async move {
             ops::dlq::run(&sqs, &queues, &command).await
+        })),
+        Command::Ledger { table, command } => runtime.block_on(async move {
+            ops::ledger::run(&table, &command).await?;
+            Ok(())
+        }),
+        Command::Reconcile(args) => runtime.block_on(operate(|sqs| async move {
+            ops::ledger::reconcile(&sqs, &args).await
         })),
     };
     match result {
@@ -117,7 +139,6 @@ where
 
 /// An SQS client whose attempts outlast the 20 s long poll.
 async fn sqs_client() -> aws_sdk_sqs::Client {
-    use std::time::Duration;
     receipt_verifier::sqs::client(Duration::from_secs(5), Duration::from_secs(30)).await
 }
 
@@ -132,13 +153,41 @@ async fn run(args: RunArgs) -> anyhow::Result<()> {
     .await
     .context("refusing to start")?;
     let bootpay = args.bootpay.config().context("refusing to start")?;
+    let ledger = receipt_verifier::ledger::open(
+        args.ledger.ledger_table.as_deref(),
+        Duration::from_secs(5),
+        Duration::from_secs(10),
+    )
+    .await
+    .context("refusing to start")?;
     let config = args.worker_config(queues.visibility_timeout);
     poller::run(
         sqs,
         queues,
         bootpay,
+        ledger,
         config,
         receipt_verifier::shutdown::signal(),
     )
     .await
+}
+
+async fn webhook(args: WebhookArgs) -> anyhow::Result<()> {
+    logging::init(args.log_format);
+    // Bootpay waits 5 s for an answer: a send must fit well inside it.
+    let sqs = receipt_verifier::sqs::client(Duration::from_secs(1), Duration::from_secs(2)).await;
+    queues::check_queue(&sqs, "purchase", &args.purchase_queue_url)
+        .await
+        .context("refusing to start")?;
+    let config = webhook::WebhookConfig {
+        addr: args.webhook_addr,
+        rules: webhook::source::SourceRules {
+            allowed: args.webhook_allowed_sources.0,
+            trusted_proxies: args.webhook_trusted_proxies.0,
+        },
+        purchase_queue_url: args.purchase_queue_url,
+        max_concurrency: args.webhook_max_concurrency.get(),
+        metrics_addr: args.metrics_addr,
+    };
+    webhook::run(sqs, config, receipt_verifier::shutdown::signal()).await
 }

@@ -80,6 +80,16 @@ async fn run() -> ExitCode {
     if let Err(e) = queues::check_result_queue(&sqs, &args.result_queue_url).await {
         return init_failed("ConfigError", &format!("refusing to start: {e}")).await;
     }
+    let ledger = match receipt_verifier::ledger::open(
+        args.ledger.ledger_table.as_deref(),
+        Duration::from_secs(2),
+        Duration::from_secs(5),
+    )
+    .await
+    {
+        Ok(ledger) => ledger,
+        Err(e) => return init_failed("ConfigError", &format!("refusing to start: {e}")).await,
+    };
     let settings = Settings {
         concurrency: args.concurrency.get(),
         policy: args.bootpay.policy(),
@@ -88,13 +98,21 @@ async fn run() -> ExitCode {
         requeue: args.requeue.requeue(),
         batch_linger: Duration::from_millis(args.batch_linger_ms),
     };
-    let function = match Function::new(sqs, &args.result_queue_url, bootpay, settings, counters) {
+    let function = match Function::new(
+        sqs,
+        &args.result_queue_url,
+        bootpay,
+        ledger,
+        settings,
+        counters,
+    ) {
         Ok(function) => Arc::new(function),
         Err(e) => return init_failed("InitError", &format!("{e:#}")).await,
     };
     tracing::info!(
         message = "Function initialised.",
         result_queue = %args.result_queue_url,
+        ledger_table = args.ledger.ledger_table.as_deref(),
         concurrency = args.concurrency.get(),
     );
     let handler = service_fn(move |event: LambdaEvent<_>| function.clone().handle(event));

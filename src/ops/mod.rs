@@ -1,9 +1,10 @@
-//! Operator commands: `enqueue`, `results`, `stats` and `dlq …`. They share the worker's
+//! Operator commands: `enqueue`, `results`, `stats`, `dlq …`, `ledger …` and `reconcile`. They share the worker's
 //! queue settings, print a table for people or JSON lines with `--json`, and turn AWS
 //! errors into sentences that say what to do.
 
 pub mod dlq;
 pub mod enqueue;
+pub mod ledger;
 pub mod results;
 pub mod stats;
 

@@ -103,12 +103,20 @@ pub async fn purchase_queue(sqs: &Client, url: &str) -> Result<PurchaseQueue, Se
 /// # Errors
 /// [`SetupError::Unusable`] naming the queue.
 pub async fn check_result_queue(sqs: &Client, url: &str) -> Result<(), SetupError> {
+    check_queue(sqs, "result", url).await
+}
+
+/// Checks that the queue in `role` exists and can be read.
+///
+/// # Errors
+/// [`SetupError::Unusable`] naming the queue.
+pub async fn check_queue(sqs: &Client, role: &'static str, url: &str) -> Result<(), SetupError> {
     sqs.get_queue_attributes()
         .queue_url(url)
         .attribute_names(QueueAttributeName::QueueArn)
         .send()
         .await
-        .map_err(|e| unusable("result", url, &e))?;
+        .map_err(|e| unusable(role, url, &e))?;
     Ok(())
 }
 

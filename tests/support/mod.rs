@@ -310,6 +310,40 @@ impl Fake {
             .await;
     }
 
+    /// Where the fake sends webhooks: the v2 URL and the v1 one (`None`: not sent).
+    pub async fn send_webhooks_to(&self, v2: Option<&str>, v1: Option<&str>) {
+        self.control(
+            reqwest::Method::PUT,
+            "webhooks",
+            json!({"v2_url": v2, "v1_url": v1}),
+        )
+        .await;
+    }
+
+    /// The fake's webhook deliveries, oldest first.
+    pub async fn webhooks(&self) -> Vec<Value> {
+        let v: Value = self
+            .http
+            .get(format!("{}/_fake/webhooks", self.base))
+            .send()
+            .await
+            .unwrap()
+            .json()
+            .await
+            .unwrap();
+        v["deliveries"].as_array().cloned().unwrap_or_default()
+    }
+
+    /// A control call on one receipt (`deposit`, `cancel`, `expire`) that must succeed.
+    pub async fn act(&self, receipt_id: &str, action: &str, body: Value) {
+        self.control(
+            reqwest::Method::POST,
+            &format!("receipts/{receipt_id}/{action}"),
+            body,
+        )
+        .await;
+    }
+
     pub async fn put_receipt(&self, receipt: Value) {
         let id = receipt["receipt_id"].as_str().unwrap().to_owned();
         self.control(reqwest::Method::PUT, &format!("receipts/{id}"), receipt)
@@ -552,6 +586,89 @@ impl Stand {
             }
         }
         env
+    }
+
+    /// Creates the ledger table on this stand's moto with `receipt-verifier ledger init`,
+    /// and returns its name.
+    pub async fn ledger(&self) -> String {
+        const TABLE: &str = "ledger";
+        let mut init = Worker::spawn(
+            &["ledger", "init", "--table", TABLE],
+            self.worker_env(),
+            &[],
+        )
+        .await;
+        assert_eq!(
+            init.exit_code(Duration::from_secs(60)).await,
+            Some(0),
+            "{:?}",
+            init.logs()
+        );
+        TABLE.to_owned()
+    }
+
+    /// What `receipt-verifier ledger show --json` says of a receipt (`Null` when nothing).
+    pub async fn ledger_entry(&self, table: &str, receipt_id: &str) -> Value {
+        let mut show = Worker::spawn(
+            &["ledger", "show", receipt_id, "--table", table, "--json"],
+            self.worker_env(),
+            &[],
+        )
+        .await;
+        let code = show.exit_code(Duration::from_secs(60)).await;
+        let logs = show.logs();
+        match code {
+            Some(0) => logs
+                .iter()
+                .find_map(|l| serde_json::from_str(l).ok())
+                .unwrap_or_else(|| panic!("no JSON in {logs:?}")),
+            _ => {
+                assert!(
+                    logs.iter().any(|l| l.contains("holds nothing")),
+                    "ledger show failed: {logs:?}"
+                );
+                Value::Null
+            }
+        }
+    }
+
+    /// Runs `receipt-verifier reconcile` once and returns its JSON report.
+    pub async fn reconcile(&self, table: &str) -> Value {
+        let mut sweep = Worker::spawn(
+            &["reconcile", "--table", table, "--json"],
+            self.worker_env(),
+            &[],
+        )
+        .await;
+        assert_eq!(
+            sweep.exit_code(Duration::from_secs(60)).await,
+            Some(0),
+            "{:?}",
+            sweep.logs()
+        );
+        sweep
+            .logs()
+            .iter()
+            .find_map(|l| serde_json::from_str(l).ok())
+            .unwrap_or_else(|| panic!("no JSON report in {:?}", sweep.logs()))
+    }
+
+    /// Starts `receipt-verifier webhook` on a free port, taking webhooks from loopback,
+    /// and returns it with its base URL.
+    pub async fn ingress(&self, overrides: &[(&str, &str)]) -> (Worker, String) {
+        let mut env = self.worker_env();
+        env.retain(|(k, _)| k.starts_with("AWS_") || k == "PURCHASE_QUEUE_URL" || k == "RUST_LOG");
+        env.push(("WEBHOOK_ADDR".into(), "127.0.0.1:0".into()));
+        env.push(("WEBHOOK_ALLOWED_SOURCES".into(), "127.0.0.1/32".into()));
+        let ingress = Worker::spawn(&["webhook"], env, overrides).await;
+        let line = ingress
+            .wait_for_log(&["Webhook ingress started."], Duration::from_secs(30))
+            .await;
+        let addr = line
+            .split_whitespace()
+            .find_map(|word| word.strip_prefix("addr="))
+            .unwrap_or_else(|| panic!("no addr in {line}"));
+        (ingress, format!("http://{addr}"))
     }
 
     pub async fn worker_in(&self, mode: Mode, overrides: &[(&str, &str)]) -> Worker {

@@ -108,6 +108,7 @@ impl Function {
         sqs: Client,
         result_url: &str,
         bootpay: BootpayConfig,
+        ledger: crate::ledger::AnyLedger,
         settings: Settings,
         counters: Option<Counters>,
     ) -> anyhow::Result<Self> {
@@ -120,7 +121,7 @@ impl Function {
             settings.batch_linger,
         );
         Ok(Self {
-            pipeline: Pipeline::new(bootpay, settings.policy),
+            pipeline: Pipeline::with_ledger(bootpay, ledger, settings.policy),
             sources: Sources::new(sqs, results, result_url.to_owned(), settings.clone()),
             settings,
             counters,

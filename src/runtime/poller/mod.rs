@@ -31,6 +31,7 @@ use tokio_util::sync::CancellationToken;
 use self::intake::{Intake, IntakeState};
 use self::purchase::Context;
 use crate::bootpay::{BootpayClient, BootpayConfig};
+use crate::ledger::AnyLedger;
 use crate::observability::health::{self, Readiness};
 use crate::runtime::join;
 use crate::sqs::batch::{Batcher, MAX_BATCH};
@@ -58,6 +59,8 @@ pub struct WorkerConfig {
     pub policy: Policy,
     /// How long one purchase's transient Bootpay failures are retried in process.
     pub retry_budget: Duration,
+    /// With a ledger: how often to sweep it, and how far back.
+    pub sweep: Option<(Duration, Duration)>,
 }
 
 /// How long releasing in-flight purchases may take once the grace period is over.
@@ -71,10 +74,11 @@ pub async fn run(
     sqs: Client,
     queues: Queues,
     bootpay: BootpayConfig,
+    ledger: AnyLedger,
     config: WorkerConfig,
     shutdown: impl Future<Output = ()> + Send + 'static,
 ) -> anyhow::Result<()> {
-    let poller = Poller::build(sqs, queues, bootpay, config).await?;
+    let poller = Poller::build(sqs, queues, bootpay, ledger, config).await?;
     let in_flight = poller.run_until_stopped(shutdown).await;
     poller.shutdown(in_flight).await;
     Ok(())
@@ -103,6 +107,7 @@ impl Poller {
         sqs: Client,
         queues: Queues,
         bootpay: BootpayConfig,
+        ledger: AnyLedger,
         config: WorkerConfig,
     ) -> anyhow::Result<Self> {
         let intake = Arc::new(Intake::new(config.outage_threshold));
@@ -142,7 +147,7 @@ impl Poller {
             &queues.dead_letter_url,
         );
         let ctx = Arc::new(Context {
-            pipeline: Pipeline::new(bootpay.clone(), config.policy),
+            pipeline: Pipeline::with_ledger(bootpay.clone(), ledger, config.policy),
             intake: intake.clone(),
             settler: Settler::new(publisher, config.requeue),
             acker: Acker::new(deletes, VisibilityChanger::new(visibility)),
@@ -198,6 +203,8 @@ impl Poller {
             async move { intake.probe_while_paused(&bootpay, min, max, stop).await }
         });
 
+        let sweeper = self.spawn_sweeps(&stop);
+
         // Learn at once whether Bootpay takes the credentials; a refusal pauses intake.
         if let Err(e) = self.bootpay.check_credentials().await {
             let what = if self.bootpay.uses_tokens() {
@@ -215,14 +222,32 @@ impl Poller {
             visibility_timeout_secs = self.queues.visibility_timeout.as_secs(),
             max_receive_count = self.queues.max_receive_count,
             concurrency = self.config.concurrency,
+            ledger_table = self.ctx.pipeline.ledger().dynamodb().map(|l| l.table()),
         );
         let mut tasks = JoinSet::new();
         self.receive_loop(&mut tasks).await;
         stop.cancel();
         InFlight {
             tasks,
-            background: vec![watcher, prober],
+            background: [watcher, prober].into_iter().chain(sweeper).collect(),
         }
+    }
+
+    /// With a ledger and a sweep interval, sweeps the ledger periodically until `stop`.
+    fn spawn_sweeps(&self, stop: &CancellationToken) -> Option<JoinHandle<()>> {
+        let (interval, window) = self.config.sweep?;
+        self.ctx.pipeline.ledger().dynamodb()?;
+        let (ctx, sqs, url, stop) = (
+            self.ctx.clone(),
+            self.sqs.clone(),
+            self.queues.purchase_url.clone(),
+            stop.clone(),
+        );
+        Some(tokio::spawn(async move {
+            if let Some(ledger) = ctx.pipeline.ledger().dynamodb() {
+                crate::ledger::sweep::every(ledger, &sqs, &url, interval, window, stop).await;
+            }
+        }))
     }
 
     async fn receive_loop(&self, tasks: &mut JoinSet<()>) {

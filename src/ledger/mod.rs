@@ -1,0 +1,84 @@
+//! The ledger adapters: DynamoDB behind the core's [`Ledger`] port, or none.
+//!
+//! - [`dynamodb`]: one item per receipt in the table `LEDGER_TABLE`, compare-and-set on a
+//!   version attribute, strongly consistent reads; a GSI by state for sweeps and listings;
+//! - [`sweep`]: the reconciliation sweep that re-checks receipts no webhook may report.
+
+pub mod dynamodb;
+pub mod sweep;
+
+use receipt_verifier_core::{Ledger, LedgerEntry, LedgerError, NoLedger, Written};
+
+pub use dynamodb::{DynamoLedger, TableError};
+
+/// The ledger a runtime was configured with.
+pub enum AnyLedger {
+    /// `LEDGER_TABLE` unset: every purchase is verified as if new, as before the ledger.
+    Off(NoLedger),
+    DynamoDb(DynamoLedger),
+}
+
+impl AnyLedger {
+    pub fn dynamodb(&self) -> Option<&DynamoLedger> {
+        match self {
+            Self::Off(_) => None,
+            Self::DynamoDb(ledger) => Some(ledger),
+        }
+    }
+}
+
+impl Ledger for AnyLedger {
+    fn keeps_records(&self) -> bool {
+        matches!(self, Self::DynamoDb(_))
+    }
+
+    async fn get(&self, receipt_id: &str) -> Result<Option<LedgerEntry>, LedgerError> {
+        match self {
+            Self::Off(off) => off.get(receipt_id).await,
+            Self::DynamoDb(ledger) => ledger.get(receipt_id).await,
+        }
+    }
+
+    async fn write(&self, entry: &LedgerEntry) -> Result<Written, LedgerError> {
+        match self {
+            Self::Off(off) => off.write(entry).await,
+            Self::DynamoDb(ledger) => ledger.write(entry).await,
+        }
+    }
+}
+
+/// The ledger `LEDGER_TABLE` names, checked, or none when it is unset; its client's
+/// timeouts are `connect` and `attempt`, as [`client`]'s.
+///
+/// # Errors
+/// When the table does not exist or cannot serve as the ledger.
+pub async fn open(
+    table: Option<&str>,
+    connect: std::time::Duration,
+    attempt: std::time::Duration,
+) -> Result<AnyLedger, TableError> {
+    let Some(table) = table else {
+        return Ok(AnyLedger::Off(NoLedger));
+    };
+    let client = client(connect, attempt).await;
+    let ledger = DynamoLedger::new(client, table);
+    ledger.check().await?;
+    Ok(AnyLedger::DynamoDb(ledger))
+}
+
+/// A DynamoDB client from the standard AWS configuration chain (`AWS_ENDPOINT_URL` for an
+/// emulator), with the same kind of timeouts as the SQS client.
+pub async fn client(
+    connect: std::time::Duration,
+    attempt: std::time::Duration,
+) -> aws_sdk_dynamodb::Client {
+    let timeouts = aws_config::timeout::TimeoutConfig::builder()
+        .connect_timeout(connect)
+        .operation_attempt_timeout(attempt)
+        .build();
+    let aws = aws_config::defaults(aws_config::BehaviorVersion::latest())
+        .timeout_config(timeouts)
+        .load()
+        .await;
+    aws_sdk_dynamodb::Client::new(&aws)
+}
