@@ -35,6 +35,7 @@ from botocore.config import Config
 ROOT = Path(__file__).resolve().parent.parent
 REGION = "us-east-1"
 APPLICATION_ID = "bench-application-id"
+LEDGER_TABLE = "bench-ledger"
 PRIVATE_KEY = "bench-private-key"
 PRICE = 3000
 TAMPERED_PAID = 100
@@ -602,7 +603,23 @@ def worker_env(args, endpoint, api_url, purchases, results, concurrency, metrics
     )
     if args.linger_ms is not None:
         env["BATCH_LINGER_MS"] = str(args.linger_ms)
+    if args.ledger:
+        env["LEDGER_TABLE"] = LEDGER_TABLE
     return env
+
+
+def create_ledger(args, endpoint, work):
+    """Creates the ledger table on the emulator with the build's own `ledger init`."""
+    env = {k: v for k, v in os.environ.items() if not k.startswith(("AWS_", "LEDGER_"))}
+    env.update(AWS_ENDPOINT_URL=endpoint, AWS_REGION=REGION, AWS_ACCESS_KEY_ID="bench",
+               AWS_SECRET_ACCESS_KEY="bench", AWS_EC2_METADATA_DISABLED="true")
+    with open(work / "ledger-init.log", "w") as out:
+        status = subprocess.call(
+            [str(args.bin_dir / "receipt-verifier"), "ledger", "init", "--table", LEDGER_TABLE],
+            env=env, stdout=out, stderr=subprocess.STDOUT,
+        )
+    if status != 0:
+        raise BenchError(f"ledger init failed (log: {work / 'ledger-init.log'})")
 
 
 def reap(proc, timeout=30.0):
@@ -626,6 +643,8 @@ def run_one(args, concurrency, work):
         emulator, endpoint, version = start_emulator(args.sqs, procs, work)
         sqs = sqs_client(endpoint, pool=max(16, args.enqueue_threads))
         purchases, results, dlq = create_queues(sqs)
+        if args.ledger:
+            create_ledger(args, endpoint, work)
         fake, api_url = start_fake(args.bin_dir, procs, work, n, latency)
 
         log(f"C={concurrency}: enqueueing {n} purchases on {args.sqs} ({endpoint})")
@@ -705,6 +724,8 @@ def run_one(args, concurrency, work):
             "error", 0.0
         )
         bootpay_requests = metric_sum(text, "receipt_verifier_bootpay_requests_total")
+        ledger_requests = metric_sum(text, "receipt_verifier_ledger_requests_total")
+        ledger_by_op = metric_by_label(text, "receipt_verifier_ledger_requests_total", "operation")
         bootpay_by_ep = metric_by_label(
             text, "receipt_verifier_bootpay_requests_total", "endpoint"
         )
@@ -814,6 +835,10 @@ def run_one(args, concurrency, work):
             "bootpay_requests": bootpay_requests,
             "bootpay_requests_per_decision": bootpay_requests / n,
             "bootpay_requests_by_endpoint": bootpay_by_ep,
+            "ledger": args.ledger,
+            "ledger_requests": ledger_requests,
+            "ledger_requests_per_decision": ledger_requests / n,
+            "ledger_requests_by_operation": ledger_by_op,
             "fake_stats": fake_counts,
             "visibility_changes_by_kind": counters["kind"],
             "token_refreshes_by_trigger": counters["trigger"],
@@ -865,6 +890,9 @@ def print_run(r, out):
          + ", ".join(f"{k} {v:.0f}" for k, v in sorted(r["sqs_requests_by_operation"].items()))
          + (f"; {r['sqs_request_errors']:.0f} failed" if r["sqs_request_errors"] else "")
          + ")"),
+        ("ledger requests", (f"{r['ledger_requests_per_decision']:.3f}/decision  ("
+         + ", ".join(f"{k} {v:.0f}" for k, v in sorted(r["ledger_requests_by_operation"].items()))
+         + ")") if r["ledger"] else "no ledger"),
         ("Bootpay requests", f"{r['bootpay_requests_per_decision']:.4f}/decision  "
          f"({r['bootpay_requests']:.0f}: "
          + ", ".join(f"{k} {v:.0f}" for k, v in sorted(r["bootpay_requests_by_endpoint"].items()))
@@ -935,6 +963,7 @@ MEDIAN_FIGURES = [
     ("peak RSS MiB", "worker_peak_rss_mib", ".1f"),
     ("SQS req/decision", "sqs_requests_per_decision", ".3f"),
     ("Bootpay req/decision", "bootpay_requests_per_decision", ".4f"),
+    ("ledger req/decision", "ledger_requests_per_decision", ".3f"),
 ]
 
 
@@ -1003,6 +1032,9 @@ def parse_args(argv):
     p.add_argument("--repeat", type=int, default=1, metavar="R",
                    help="runs of each concurrency, each on a fresh stand; with R > 1 the "
                    "median and range of each figure are printed too (default 1)")
+    p.add_argument("--ledger", action="store_true",
+                   help="run the worker with the decision ledger (LEDGER_TABLE) on the "
+                   "emulator's DynamoDB, created with `ledger init`")
     p.add_argument("--json", action="store_true", help="print one JSON object instead of text")
     p.add_argument("--enqueue-threads", type=int, default=8, help=argparse.SUPPRESS)
     p.add_argument("--bin-dir", type=Path, default=ROOT / "target" / "release", metavar="DIR",

@@ -1,8 +1,11 @@
 #!/usr/bin/env bash
-# Local stand: moto's SQS server, bootpay-fake serving fixtures/demo-receipts.json, a
-# purchase queue with a dead-letter queue, and the worker deciding the sample purchases
-# in fixtures/demo-purchases.jsonl. Prints each decision next to the one expected, the
-# dead letters, and the queues' backlog, then stops everything.
+# Local stand: moto's SQS and DynamoDB, bootpay-fake serving fixtures/demo-receipts.json
+# and sending its webhooks to the webhook ingress, a purchase queue with a dead-letter
+# queue, the ledger table, and the worker deciding the sample purchases in
+# fixtures/demo-purchases.jsonl. Then a receipt's later life: a virtual account's deposit,
+# a refund after fulfilment, a purchase enqueued twice. Prints each decision next to the
+# one expected, the ledger, the dead letters and the queues' backlog, then stops
+# everything.
 set -euo pipefail
 source "$(dirname "${BASH_SOURCE[0]}")/dev-env.sh"
 cd "$ROOT"
@@ -62,6 +65,32 @@ print(f"export PURCHASE_QUEUE_URL={purchases} RESULT_QUEUE_URL={decisions}")
 PY
 )"
 
+export LEDGER_TABLE=demo-ledger
+echo "==> creating the ledger table $LEDGER_TABLE on moto's DynamoDB" >&2
+"$BIN/receipt-verifier" ledger init >&2
+
+echo "==> starting the webhook ingress; bootpay-fake sends its webhooks there" >&2
+WEBHOOK_ADDR=127.0.0.1:0 WEBHOOK_ALLOWED_SOURCES=127.0.0.1/32 \
+    "$BIN/receipt-verifier" webhook >"$WORK/webhook.log" 2>&1 &
+PIDS+=($!)
+for _ in $(seq 300); do
+    grep -q 'Webhook ingress started' "$WORK/webhook.log" 2>/dev/null && break
+    sleep 0.1
+done
+WEBHOOK_URL="http://$(sed -n 's/.*Webhook ingress started\. addr=\([^ ]*\).*/\1/p' "$WORK/webhook.log")"
+FAKE="${BOOTPAY_API_URL%/v2}"
+# Control calls on bootpay-fake: what a buyer, a merchant's refund or Bootpay would do.
+fake() {
+    "$VENV/bin/python" - "$FAKE/_fake/$2" "$1" "${3:-{\}}" <<'PY'
+import sys, urllib.request
+url, method, body = sys.argv[1:4]
+request = urllib.request.Request(url, data=body.encode(), method=method,
+                                 headers={"Content-Type": "application/json"})
+urllib.request.urlopen(request).read()
+PY
+}
+fake PUT webhooks "{\"v2_url\": \"$WEBHOOK_URL/webhooks/bootpay\"}"
+
 echo "==> enqueueing the sample purchases (one malformed on purpose)" >&2
 "$BIN/receipt-verifier" enqueue --unchecked --file fixtures/demo-purchases.jsonl
 
@@ -70,36 +99,63 @@ REQUEUE_BASE_DELAY_SECS=5 "$BIN/receipt-verifier" run >"$WORK/worker.log" 2>&1 &
 WORKER=$!
 PIDS+=("$WORKER")
 
-EXPECTED="r-paid-1001=fulfill/verified r-tampered-1002=reject/price_mismatch \
-r-cancelled-1003=reject/cancelled r-replayed-1004=reject/order_mismatch \
-r-confirm-1005=fulfill/verified r-missing-1007=reject/receipt_not_found"
-: >"$WORK/decisions.jsonl"
-for _ in $(seq 60); do
-    "$BIN/receipt-verifier" results --json --delete --wait 1 >>"$WORK/decisions.jsonl"
-    [ "$(wc -l <"$WORK/decisions.jsonl")" -ge 6 ] && break
-done
-
-echo
-echo "Decisions (r-vbank-1006 awaits a virtual-account deposit, so it gets none yet):"
-EXPECTED="$EXPECTED" "$VENV/bin/python" - "$WORK/decisions.jsonl" <<'PY'
+# Collects N decisions from the result queue (deleting them) and prints them next to
+# what was expected: `decisions N "receipt=decision/reason[/repeat] ..."`.
+decisions() {
+    : >"$WORK/decisions.jsonl"
+    for _ in $(seq 60); do
+        "$BIN/receipt-verifier" results --json --delete --wait 1 >>"$WORK/decisions.jsonl"
+        [ "$(wc -l <"$WORK/decisions.jsonl")" -ge "$1" ] && break
+    done
+    EXPECTED="$2" "$VENV/bin/python" - "$WORK/decisions.jsonl" <<'PY'
 import json, os, sys
 expected = dict(e.split("=") for e in os.environ["EXPECTED"].split())
 seen = {}
 for line in open(sys.argv[1]):
     body = json.loads(line)["body"]
     seen[body["receipt_id"]] = body
-print(f"  {'RECEIPT':18} {'ORDER':8} {'PRICE':>6} {'PAID':>6}  {'DECISION':9} {'REASON':18} EXPECTED")
+print(f"  {'RECEIPT':18} {'ORDER':8} {'PRICE':>6} {'PAID':>6}  {'DECISION':9} {'REASON':20} EXPECTED")
 bad = 0
 for rid, want in expected.items():
     d = seen.get(rid)
-    got = f"{d['decision']}/{d['reason']}" if d else "none"
+    got = f"{d['decision']}/{d['reason']}" + ("/repeat" if d.get("repeat") else "") if d else "none"
     ok = "ok" if got == want else "WRONG"
     bad += got != want
     d = d or {}
-    print(f"  {rid:18} {d.get('order_id','-'):8} {d.get('price','-'):>6} {d.get('paid_price','-'):>6}  "
-          f"{d.get('decision','-'):9} {d.get('reason','-'):18} {want} {ok}")
+    paid = d.get("cancelled_price", d.get("paid_price", "-"))
+    print(f"  {rid:18} {d.get('order_id','-'):8} {d.get('price','-'):>6} {paid:>6}  "
+          f"{d.get('decision','-'):9} {d.get('reason','-'):20} {want} {ok}")
 sys.exit(1 if bad else 0)
 PY
+}
+
+echo
+echo "Decisions (r-vbank-1006 awaits a virtual-account deposit: parked in the ledger, no decision yet):"
+decisions 6 "r-paid-1001=fulfill/verified r-tampered-1002=reject/price_mismatch \
+r-cancelled-1003=reject/cancelled r-replayed-1004=reject/order_mismatch \
+r-confirm-1005=fulfill/verified r-missing-1007=reject/receipt_not_found"
+for _ in $(seq 100); do
+    grep -q "Awaiting the virtual account's deposit" "$WORK/worker.log" && break
+    sleep 0.1
+done
+
+echo
+echo "A receipt's later life: the buyer pays into the virtual account, r-paid-1001 is"
+echo "refunded after fulfilment, and r-confirm-1005 is enqueued a second time"
+echo "(PAID shows what was cancelled on a revoke):"
+fake POST receipts/r-vbank-1006/deposit
+fake POST receipts/r-paid-1001/cancel
+"$BIN/receipt-verifier" enqueue --file - >/dev/null <<'JSON'
+{"receipt_id": "r-confirm-1005", "order_id": "o-1005", "price": 12000, "currency": "KRW", "event_id": "evt-1005"}
+JSON
+decisions 3 "r-vbank-1006=fulfill/verified r-paid-1001=revoke/cancelled \
+r-confirm-1005=fulfill/verified/repeat"
+
+echo
+echo "The ledger (receipt-verifier ledger list --state …; mismatches are not recorded):"
+for state in fulfilled revoked rejected; do
+    "$BIN/receipt-verifier" ledger list --state "$state" 2>/dev/null | sed 's/^/  /'
+done
 
 echo
 echo "Dead letters:"
