@@ -1,7 +1,8 @@
 //! The ledger in DynamoDB: one item per receipt, keyed by `receipt_id` (what a webhook
 //! carries), so every read that decides is a strongly consistent `GetItem` and every
-//! change a conditional `PutItem` on the item's `version`. A purchase costs two requests:
-//! one read, one write.
+//! change a conditional `PutItem` on the item's `version`. A refused write returns the
+//! item as it is, so a new purchase costs one request (a create-only write), and so does
+//! a repeat (the refused write).
 //!
 //! Attributes: `receipt_id` (S, the key), `state` (S), `version` (N), `created_at` and
 //! `updated_at` (N, epoch ms), `purchase` (S, the purchase event's JSON, which keeps the

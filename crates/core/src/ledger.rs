@@ -235,6 +235,7 @@ impl Ledger for NoLedger {
 pub struct MemoryLedger {
     entries: std::sync::Mutex<std::collections::HashMap<String, LedgerEntry>>,
     failing: std::sync::atomic::AtomicBool,
+    requests: std::sync::atomic::AtomicUsize,
 }
 
 #[cfg(any(test, feature = "stub"))]
@@ -255,7 +256,14 @@ impl MemoryLedger {
             .store(failing, std::sync::atomic::Ordering::Relaxed);
     }
 
+    /// Reads and writes asked of the ledger so far, answered or not.
+    pub fn requests(&self) -> usize {
+        self.requests.load(std::sync::atomic::Ordering::Relaxed)
+    }
+
     fn check(&self) -> Result<(), LedgerError> {
+        self.requests
+            .fetch_add(1, std::sync::atomic::Ordering::Relaxed);
         if self.failing.load(std::sync::atomic::Ordering::Relaxed) {
             return Err(LedgerError::new("the ledger is unavailable"));
         }

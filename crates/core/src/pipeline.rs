@@ -148,17 +148,58 @@ impl<P: Payments, L: Ledger> Pipeline<P, L> {
 
     /// Decides a decoded purchase; never [`Outcome::Invalid`].
     pub async fn purchase(&self, event: &PurchaseEvent, deadline: Deadline) -> Outcome {
-        let mut entry = match self.ledger.get(&event.receipt_id).await {
-            Ok(entry) => entry,
-            Err(e) => return Outcome::LedgerUnavailable(e),
+        let mut lookup = Some(self.payments.receipt(&event.receipt_id, deadline).await);
+        let unread = lookup
+            .as_ref()
+            .and_then(|l| l.as_ref().ok())
+            .filter(|receipt| self.ledger.keeps_records() && self.writes_first(event, receipt))
+            .cloned();
+        let mut entry = if let Some(receipt) = unread {
+            // Most purchases name a receipt the ledger has never seen: its first entry is
+            // written create-only, and that condition stands in for the read (one ledger
+            // request per purchase, not two). A receipt the ledger holds comes back with
+            // the refused write; it is then decided over what the ledger holds, with the
+            // same lookup.
+            match self
+                .purchase_once(event, None, lookup.take(), deadline)
+                .await
+            {
+                Attempt::Done(outcome) => return outcome,
+                Attempt::Raced(now) => {
+                    lookup = Some(Ok(receipt));
+                    now.map(|e| *e)
+                }
+            }
+        } else {
+            match self.ledger.get(&event.receipt_id).await {
+                Ok(entry) => entry,
+                Err(e) => return Outcome::LedgerUnavailable(e),
+            }
         };
         for _ in 0..MAX_RACES {
-            match self.purchase_once(event, entry, deadline).await {
+            // After a lost race the receipt is looked up again: it may have changed too.
+            match self
+                .purchase_once(event, entry, lookup.take(), deadline)
+                .await
+            {
                 Attempt::Done(outcome) => return outcome,
                 Attempt::Raced(now) => entry = now.map(|e| *e),
             }
         }
         Outcome::LedgerUnavailable(LedgerError::new(KeptChanging))
+    }
+
+    /// Whether `event` may be decided on `receipt` before its ledger entry is read: when the
+    /// decision is one the ledger records, so a create-only write checks that the receipt
+    /// is new. Never before a confirm (it captures the money, and the entry may say the
+    /// receipt belongs to another purchase), nor for a reject the ledger does not record (a
+    /// mismatch may be a receipt reused for another purchase, with a reason of its own).
+    fn writes_first(&self, event: &PurchaseEvent, receipt: &Receipt) -> bool {
+        match judge(event, receipt, self.policy) {
+            Judgement::Decide(reason) => reason.is_about_the_payment(),
+            Judgement::NotFinal => true,
+            Judgement::Confirm => false,
+        }
     }
 
     /// Decodes a notification and acts on what the payment service now says about its
@@ -186,10 +227,13 @@ impl<P: Payments, L: Ledger> Pipeline<P, L> {
         Outcome::LedgerUnavailable(LedgerError::new(KeptChanging))
     }
 
+    /// One try at deciding `event` over `entry`, with the receipt's lookup if it was
+    /// already made.
     async fn purchase_once(
         &self,
         event: &PurchaseEvent,
         entry: Option<LedgerEntry>,
+        lookup: Option<Result<Receipt, PaymentsError>>,
         deadline: Deadline,
     ) -> Attempt {
         let now = SystemTime::now();
@@ -210,7 +254,7 @@ impl<P: Payments, L: Ledger> Pipeline<P, L> {
                 });
             }
         }
-        match self.find(event, deadline).await {
+        match self.find(event, lookup, deadline).await {
             Finding::Failed(outcome) => Attempt::Done(outcome),
             Finding::Decided(verdict) => {
                 let message = DecisionMessage::new(event, &verdict, now);
@@ -303,7 +347,10 @@ impl<P: Payments, L: Ledger> Pipeline<P, L> {
                 Attempt::Done(Outcome::Unchanged("already_decided"))
             }
             LedgerState::Pending | LedgerState::AwaitingDeposit => {
-                match self.purchase_once(&event, Some(entry), deadline).await {
+                match self
+                    .purchase_once(&event, Some(entry), None, deadline)
+                    .await
+                {
                     // The purchase itself is requeued, or the sweep comes back.
                     Attempt::Done(Outcome::NotFinal { .. }) => {
                         Attempt::Done(Outcome::Unchanged("not_final"))
@@ -396,10 +443,19 @@ impl<P: Payments, L: Ledger> Pipeline<P, L> {
         }
     }
 
-    /// Looks the receipt up, judges it, and confirms it when it awaits confirmation.
-    async fn find(&self, event: &PurchaseEvent, deadline: Deadline) -> Finding {
-        let id = event.receipt_id.as_str();
-        let receipt = match self.payments.receipt(id, deadline).await {
+    /// What the payment service says about `event`'s receipt (`lookup`, or a fresh
+    /// lookup), confirming the payment if it awaits confirmation and passes every check.
+    async fn find(
+        &self,
+        event: &PurchaseEvent,
+        lookup: Option<Result<Receipt, PaymentsError>>,
+        deadline: Deadline,
+    ) -> Finding {
+        let lookup = match lookup {
+            Some(lookup) => lookup,
+            None => self.payments.receipt(&event.receipt_id, deadline).await,
+        };
+        let receipt = match lookup {
             Ok(receipt) => receipt,
             Err(e) if e.kind() == FailureKind::NotFound => {
                 return Finding::Decided(Verdict {
@@ -848,7 +904,9 @@ mod tests {
             let entry = p.ledger().entry("r-1").unwrap();
             assert_eq!(entry.state, LedgerState::Fulfilled);
             assert_eq!(entry.version, 1, "written once");
-            assert_eq!(p.payments().calls_of("r-1"), [Call::Receipt]);
+            // Each delivery looks the receipt up; its create-only write is refused, and the
+            // recorded decision is published again.
+            assert_eq!(p.payments().calls_of("r-1"), [Call::Receipt; 5]);
         }
 
         #[tokio::test]
@@ -869,11 +927,42 @@ mod tests {
                 );
             }
             assert_eq!(
-                p.payments().calls_of("r-1").len(),
-                1,
-                "no lookup for a reuse"
+                p.payments().calls_of("r-1"),
+                [Call::Receipt; 4],
+                "a reuse is looked up, never confirmed"
             );
             assert_eq!(state_of(&p, "r-1"), Some(LedgerState::Fulfilled));
+        }
+
+        #[tokio::test]
+        async fn a_new_receipt_and_its_repeat_cost_one_ledger_request_each() {
+            let p = pipeline([receipt("r-1", "o-1", json!(3000), 1)]);
+            let first = p.process(&purchase("r-1", "o-1", 3000), until()).await;
+            assert_eq!(published(&first), ("fulfill", "verified", false));
+            assert_eq!(p.ledger().requests(), 1, "a create-only write, no read");
+            let again = p.process(&purchase("r-1", "o-1", 3000), until()).await;
+            assert_eq!(published(&again), ("fulfill", "verified", true));
+            assert_eq!(
+                p.ledger().requests(),
+                2,
+                "the refused write brings the entry"
+            );
+            let tampered = p.process(&purchase("r-1", "o-1", 30), until()).await;
+            assert_eq!(published(&tampered), ("reject", "receipt_reused", false));
+            assert_eq!(p.ledger().requests(), 3, "a read, and nothing written");
+        }
+
+        #[tokio::test]
+        async fn a_receipt_held_by_another_purchase_is_never_confirmed_for_a_reuse() {
+            // Awaiting confirmation, and followed by the ledger for order o-1.
+            let p = pipeline([receipt("r-1", "o-1", json!(3000), 2)]);
+            let mut held = LedgerEntry::new("r-1", LedgerState::Pending, SystemTime::now());
+            held.purchase = Some(PurchaseEvent::parse(&purchase("r-1", "o-1", 3000)).unwrap());
+            p.ledger().write(&held).await.unwrap();
+            let outcome = p.process(&purchase("r-1", "o-2", 3000), until()).await;
+            assert_eq!(published(&outcome), ("reject", "receipt_reused", false));
+            assert_eq!(p.payments().calls_of("r-1"), [Call::Receipt], "no confirm");
+            assert_eq!(state_of(&p, "r-1"), Some(LedgerState::Pending));
         }
 
         #[tokio::test]
@@ -1004,9 +1093,10 @@ mod tests {
             );
             let noted = p.process_notification(&note("r-1"), until()).await;
             assert!(matches!(noted, Outcome::LedgerUnavailable(_)), "{noted:?}");
-            assert!(
-                p.payments().calls().is_empty(),
-                "nothing asked, nothing decided"
+            assert_eq!(
+                p.payments().calls(),
+                [("r-1".to_owned(), Call::Receipt)],
+                "the purchase's lookup only: nothing confirmed, nothing decided"
             );
             p.ledger().set_failing(false);
             let outcome = p.process(&purchase("r-1", "o-1", 3000), until()).await;
