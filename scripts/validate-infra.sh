@@ -16,7 +16,7 @@ TEMPLATE=infra/cloudformation/receipt-verifier.yaml
 LAMBDA_TEMPLATE=infra/cloudformation/receipt-verifier-lambda.yaml
 K8S_DIR=infra/k8s
 K8S_CORE=()
-for name in namespace serviceaccount configmap secret.example deployment pdb networkpolicy; do
+for name in namespace serviceaccount configmap secret.example deployment pdb networkpolicy webhook webhook-ingress; do
     K8S_CORE+=("$K8S_DIR/$name.yaml")
 done
 

@@ -122,6 +122,16 @@ impl Stack {
     }
 }
 
+fn dynamodb_as(endpoint: &str, key: &Key) -> aws_sdk_dynamodb::Client {
+    let config = aws_sdk_dynamodb::Config::builder()
+        .behavior_version(BehaviorVersion::latest())
+        .region(Region::new("us-east-1"))
+        .endpoint_url(endpoint)
+        .credentials_provider(Credentials::new(&key.id, &key.secret, None, None, "stack"))
+        .build();
+    aws_sdk_dynamodb::Client::from_conf(config)
+}
+
 fn sqs_as(endpoint: &str, key: &Key) -> Client {
     let config = aws_sdk_sqs::Config::builder()
         .behavior_version(BehaviorVersion::latest())
@@ -177,19 +187,21 @@ async fn stack_runs_the_worker(fifo: bool) {
     );
     let stack = Stack::deploy(&moto.endpoint, "rv", fifo).await;
 
-    // Only the queue part: the ECS service, its roles and autoscaling are behind
-    // CreateService. (moto's CloudFormation skips AWS::CloudWatch::Alarm and
+    // Only the queues and the ledger: the ECS services, their roles and autoscaling are
+    // behind CreateService. (moto's CloudFormation skips AWS::CloudWatch::Alarm and
     // AWS::SQS::QueuePolicy with a warning, so the alarms and the TLS-only queue policy are
     // covered by cfn-lint and checkov in scripts/validate-infra.sh, not here.)
     for t in &stack.resource_types {
         assert!(
-            t == "AWS::SQS::Queue" || t == "AWS::IAM::ManagedPolicy",
+            t == "AWS::SQS::Queue" || t == "AWS::IAM::ManagedPolicy" || t == "AWS::DynamoDB::Table",
             "unexpected {t} with CreateService=false: {:?}",
             stack.resource_types
         );
     }
 
-    // The policy grants exactly the calls of the worker's runtime contract, per queue.
+    // The policy grants exactly the calls of the worker's runtime contract, per queue and
+    // on the ledger (the sweep's Query on its index, and its notifications).
+    let table = stack.output("LedgerTableArn");
     assert_eq!(
         grants(&stack.policy),
         BTreeMap::from([
@@ -200,8 +212,18 @@ async fn stack_runs_the_worker(fifo: bool) {
                     "sqs:DeleteMessage",
                     "sqs:GetQueueAttributes",
                     "sqs:ReceiveMessage",
+                    "sqs:SendMessage",
                 ]),
             ),
+            (
+                table.clone(),
+                set(&[
+                    "dynamodb:DescribeTable",
+                    "dynamodb:GetItem",
+                    "dynamodb:PutItem",
+                ]),
+            ),
+            (format!("{table}/index/by_state"), set(&["dynamodb:Query"])),
             (
                 stack.output("ResultQueueArn"),
                 set(&["sqs:GetQueueAttributes", "sqs:SendMessage"]),
@@ -257,12 +279,51 @@ async fn stack_runs_the_worker(fifo: bool) {
         }
     }
 
+    // The ledger table as the worker needs it and as the contract says.
+    let ddb = dynamodb_as(&moto.endpoint, &stack.admin);
+    let described = ddb
+        .describe_table()
+        .table_name(stack.output("LedgerTableName"))
+        .send()
+        .await
+        .expect("describe the ledger table")
+        .table
+        .expect("a table");
+    let keys: Vec<(String, String)> = described
+        .key_schema()
+        .iter()
+        .map(|k| {
+            (
+                k.attribute_name().to_owned(),
+                k.key_type().as_str().to_owned(),
+            )
+        })
+        .collect();
+    assert_eq!(keys, [("receipt_id".to_owned(), "HASH".to_owned())]);
+    assert_eq!(
+        described
+            .billing_mode_summary()
+            .and_then(|b| b.billing_mode())
+            .map(|m| m.as_str()),
+        Some("PAY_PER_REQUEST")
+    );
+    let indexes: Vec<&str> = described
+        .global_secondary_indexes()
+        .iter()
+        .filter_map(|i| i.index_name())
+        .collect();
+    assert_eq!(indexes, ["by_state"]);
+
     let purchase_url = stack.output("PurchaseQueueUrl");
     let malformed = "this is not a purchase {";
     let mut message_ids = Vec::new();
+    // The paid purchase twice (an app server that retried its enqueue): one fulfilment; and
+    // its receipt named by another order: rejected as reused, after a read of the ledger.
     for (n, body) in [
         purchase("r-paid", "o-paid", json!(3000)).to_string(),
         malformed.to_owned(),
+        purchase("r-paid", "o-paid", json!(3000)).to_string(),
+        purchase("r-paid", "o-other", json!(3000)).to_string(),
     ]
     .into_iter()
     .enumerate()
@@ -294,33 +355,85 @@ async fn stack_runs_the_worker(fifo: bool) {
         ("AWS_EC2_METADATA_DISABLED", "true"),
         ("RUST_LOG", "info"),
         ("BATCH_LINGER_MS", "5"),
+        ("LEDGER_TABLE", &stack.output("LedgerTableName")),
+        // A sweep a second after start-up: its lease, Query and notifications run under
+        // the policy too.
+        ("RECONCILE_INTERVAL_SECS", "1"),
     ]
     .into_iter()
     .map(|(k, v)| (k.to_owned(), v.to_owned()))
     .collect();
     let mut worker = Worker::spawn(&["run"], env, &[]).await;
 
-    let decision = receive_one(&sqs, &stack.output("ResultQueueUrl"), &worker).await;
-    let body: Value = serde_json::from_str(decision.body().unwrap()).unwrap();
-    assert_eq!(body["receipt_id"], "r-paid", "{body}");
-    assert_eq!(body["decision"], "fulfill", "{body}");
+    let mut seen = Vec::new();
+    let mut decisions = Vec::new();
+    for _ in 0..3 {
+        let decision = receive_one(&sqs, &stack.output("ResultQueueUrl"), &worker).await;
+        let body: Value = serde_json::from_str(decision.body().unwrap()).unwrap();
+        assert_eq!(body["receipt_id"], "r-paid", "{body}");
+        // `repeat` is only present, as true, on a repeat.
+        seen.push((
+            body["order_id"].as_str().unwrap().to_owned(),
+            body["decision"].as_str().unwrap().to_owned(),
+            body["reason"].as_str().unwrap().to_owned(),
+            body["repeat"] == true,
+        ));
+        decisions.push(decision);
+    }
+    seen.sort();
+    let reused_or_mismatch = seen[0].2.clone();
+    assert!(
+        ["receipt_reused", "order_mismatch"].contains(&reused_or_mismatch.as_str()),
+        "{seen:?}"
+    );
+    let row = |order: &str, decision: &str, reason: &str, repeat| {
+        (
+            order.to_owned(),
+            decision.to_owned(),
+            reason.to_owned(),
+            repeat,
+        )
+    };
+    assert_eq!(
+        seen,
+        [
+            // The ledger is read before this reject: `receipt_reused` once the paid
+            // purchase is recorded, `order_mismatch` if it came first.
+            row("o-other", "reject", &reused_or_mismatch, false),
+            row("o-paid", "fulfill", "verified", false),
+            row("o-paid", "fulfill", "verified", true),
+        ],
+        "one fulfilment, one repeat, one reuse"
+    );
     if fifo {
-        let attrs = decision.attributes().cloned().unwrap_or_default();
-        assert_eq!(
-            attrs
-                .get(&MessageSystemAttributeName::MessageGroupId)
-                .map(String::as_str),
-            Some("r-paid")
-        );
-        assert_eq!(
-            attrs
-                .get(&MessageSystemAttributeName::MessageDeduplicationId)
-                .map(String::as_str),
-            Some(message_ids[0].as_str())
-        );
+        // Each decision in the receipt's group, deduplicated on its own purchase's id.
+        let mut dedup_ids = Vec::new();
+        for decision in &decisions {
+            let attrs = decision.attributes().cloned().unwrap_or_default();
+            assert_eq!(
+                attrs
+                    .get(&MessageSystemAttributeName::MessageGroupId)
+                    .map(String::as_str),
+                Some("r-paid")
+            );
+            dedup_ids.extend(
+                attrs
+                    .get(&MessageSystemAttributeName::MessageDeduplicationId)
+                    .cloned(),
+            );
+        }
+        dedup_ids.sort();
+        let mut expected = vec![
+            message_ids[0].clone(),
+            message_ids[2].clone(),
+            message_ids[3].clone(),
+        ];
+        expected.sort();
+        assert_eq!(dedup_ids, expected);
     }
     let dead = receive_one(&sqs, &stack.output("PurchaseDeadLetterQueueUrl"), &worker).await;
     assert_eq!(dead.body(), Some(malformed));
+    worker.wait_for_log(&["Sweep done."], WAIT).await;
 
     worker.signal("TERM");
     assert_eq!(worker.exit_code(WAIT).await, Some(0));

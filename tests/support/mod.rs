@@ -1059,9 +1059,10 @@ def user(iam, name, managed, inline):
     return {"id": key["AccessKeyId"], "secret": key["SecretAccessKey"]}
 
 # AWS authorises SendMessageBatch, DeleteMessageBatch and ChangeMessageVisibilityBatch by the
-# non-batch action names, and GetQueueUrl against the queue's ARN. moto checks the batch
-# names themselves, and GetQueueUrl against "*". This translates a policy into moto's
-# terms, statement by statement, and grants nothing else.
+# non-batch action names, GetQueueUrl against the queue's ARN, and DynamoDB calls against
+# the table's (or index's) ARN. moto checks the batch names themselves, and GetQueueUrl and
+# every DynamoDB call against "*". This translates a policy into moto's terms, statement by
+# statement, and grants no action the policy does not name.
 def moto_terms(document):
     terms = []
     for statement in document["Statement"]:
@@ -1072,6 +1073,9 @@ def moto_terms(document):
             terms.append({"Effect": "Allow", "Action": batch, "Resource": statement["Resource"]})
         if "sqs:GetQueueUrl" in actions:
             terms.append({"Effect": "Allow", "Action": "sqs:GetQueueUrl", "Resource": "*"})
+        dynamodb = [a for a in actions if a.startswith("dynamodb:")]
+        if dynamodb:
+            terms.append({"Effect": "Allow", "Action": dynamodb, "Resource": "*"})
     return terms
 
 def admin_and(iam, name, policy_arn, document):
