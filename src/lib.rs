@@ -15,7 +15,8 @@
 //! - runtimes: [`runtime::poller`] (`receipt-verifier run`), [`runtime::lambda`]
 //!   (`receipt-verifier-lambda`) and [`runtime::webhook`] (`receipt-verifier webhook`);
 //! - operator commands: [`ops`];
-//! - plumbing shared by all: [`config`], [`observability`], [`backoff`], [`shutdown`].
+//! - plumbing shared by all: [`config`], [`observability`], [`backoff`], [`shutdown`],
+//!   [`aws_config`].
 
 pub mod backoff;
 pub mod bootpay;
@@ -28,6 +29,24 @@ pub mod shutdown;
 pub mod sqs;
 
 pub use receipt_verifier_core::{Decision, DecodeError, PurchaseEvent, Reason};
+
+/// The AWS configuration of every client here, from the standard chain (environment,
+/// profile, role; `AWS_ENDPOINT_URL` for an emulator), with timeouts so that a stalled
+/// connection cannot hold a runtime up: `connect` for a connection, `attempt` for one
+/// attempt of a call.
+pub async fn aws_config(
+    connect: std::time::Duration,
+    attempt: std::time::Duration,
+) -> aws_config::SdkConfig {
+    let timeouts = aws_config::timeout::TimeoutConfig::builder()
+        .connect_timeout(connect)
+        .operation_attempt_timeout(attempt)
+        .build();
+    aws_config::defaults(aws_config::BehaviorVersion::latest())
+        .timeout_config(timeouts)
+        .load()
+        .await
+}
 
 /// Formats an error with all its sources, `outer: inner: root`.
 ///

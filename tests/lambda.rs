@@ -481,6 +481,87 @@ async fn a_record_that_is_not_final_comes_back_with_a_growing_delay() {
 }
 
 #[tokio::test]
+async fn with_a_ledger_a_repeat_is_answered_from_it_and_a_deposit_webhook_fulfils_a_parked_purchase()
+ {
+    let stand = Stand::start(json!([
+        paid("r-1", "o-1", 3000),
+        receipt("r-vbank", "o-vbank", json!(5000), 5),
+    ]))
+    .await;
+    let table = stand.ledger().await;
+    let (_ingress, webhooks) = stand.ingress(&[]).await;
+    stand
+        .fake
+        .send_webhooks_to(Some(&format!("{webhooks}/webhooks/bootpay")), None)
+        .await;
+    for (receipt_id, order_id, price) in [
+        ("r-1", "o-1", 3000),
+        ("r-1", "o-1", 3000),
+        ("r-vbank", "o-vbank", 5000),
+    ] {
+        stand
+            .send_json(&purchase(receipt_id, order_id, json!(price)))
+            .await;
+    }
+    let mut lambda = Lambda::start(stand, &[("LEDGER_TABLE", &table)]).await;
+
+    // One at a time, so that the repeat meets the recorded decision.
+    for answer in lambda.drain(1).await {
+        assert!(
+            matches!(&answer, Invoked::Answered { failed, .. } if failed.is_empty()),
+            "every record is done: {answer:?}"
+        );
+    }
+    let stand = &lambda.stand;
+    let mut seen: Vec<(Value, Value, bool)> = stand
+        .decisions(2, WAIT)
+        .await
+        .into_iter()
+        .map(|(d, _)| {
+            (
+                d["receipt_id"].clone(),
+                d["decision"].clone(),
+                d["repeat"] == true,
+            )
+        })
+        .collect();
+    seen.sort_by_key(|(_, _, repeat)| *repeat);
+    assert_eq!(
+        seen,
+        [
+            (json!("r-1"), json!("fulfill"), false),
+            (json!("r-1"), json!("fulfill"), true),
+        ]
+    );
+    // The virtual account is parked in the ledger, off the queue, with no decision yet.
+    assert_eq!(
+        stand.ledger_entry(&table, "r-vbank").await["state"],
+        "awaiting_deposit"
+    );
+    assert_eq!(stand.depth(&stand.purchase_url).await, 0);
+    assert_eq!(stand.depth(&stand.result_url).await, 0);
+
+    // The deposit: bootpay-fake posts the webhook, the ingress queues a notification, and
+    // the function, invoked with it, fulfils the purchase.
+    stand.fake.act("r-vbank", "deposit", json!({})).await;
+    let answer = lambda.poll_next(10).await;
+    assert!(
+        matches!(&answer, Invoked::Answered { failed, .. } if failed.is_empty()),
+        "{answer:?}"
+    );
+    let stand = &lambda.stand;
+    let decisions = stand.decisions(1, WAIT).await;
+    let decision = &decisions[0].0;
+    assert_eq!(decision["receipt_id"], "r-vbank", "{decision}");
+    assert_eq!(decision["decision"], "fulfill", "{decision}");
+    assert_eq!(decision["reason"], "verified", "{decision}");
+    assert_eq!(
+        stand.ledger_entry(&table, "r-vbank").await["state"],
+        "fulfilled"
+    );
+}
+
+#[tokio::test]
 async fn bootpay_down_fails_the_invocation_and_rejects_nothing() {
     let receipts: Vec<Value> = (0..3)
         .map(|i| paid(&format!("r-{i}"), &format!("o-{i}"), 1000))

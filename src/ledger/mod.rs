@@ -66,19 +66,10 @@ pub async fn open(
     Ok(AnyLedger::DynamoDb(ledger))
 }
 
-/// A DynamoDB client from the standard AWS configuration chain (`AWS_ENDPOINT_URL` for an
-/// emulator), with the same kind of timeouts as the SQS client.
+/// A DynamoDB client with [`crate::aws_config`]'s configuration and timeouts.
 pub async fn client(
     connect: std::time::Duration,
     attempt: std::time::Duration,
 ) -> aws_sdk_dynamodb::Client {
-    let timeouts = aws_config::timeout::TimeoutConfig::builder()
-        .connect_timeout(connect)
-        .operation_attempt_timeout(attempt)
-        .build();
-    let aws = aws_config::defaults(aws_config::BehaviorVersion::latest())
-        .timeout_config(timeouts)
-        .load()
-        .await;
-    aws_sdk_dynamodb::Client::new(&aws)
+    aws_sdk_dynamodb::Client::new(&crate::aws_config(connect, attempt).await)
 }

@@ -62,12 +62,24 @@ struct HealthState {
     ready: Arc<dyn Ready>,
 }
 
-/// Binds `addr`, so a port already in use stops the runtime at start-up.
+/// Installs the metrics recorder and binds `addr` for [`serve`], so that a port already in
+/// use stops the runtime at start-up.
 ///
 /// # Errors
-/// When the address cannot be bound.
-pub async fn bind(addr: SocketAddr) -> std::io::Result<tokio::net::TcpListener> {
-    tokio::net::TcpListener::bind(addr).await
+/// When the recorder cannot be installed or the address cannot be bound.
+pub async fn listen(
+    addr: SocketAddr,
+) -> anyhow::Result<(tokio::net::TcpListener, PrometheusHandle)> {
+    let metrics = super::metrics::install()
+        .map_err(|e| anyhow::anyhow!("cannot install the metrics recorder: {e}"))?;
+    let listener = tokio::net::TcpListener::bind(addr)
+        .await
+        .map_err(|e| anyhow::anyhow!("cannot listen on METRICS_ADDR {addr}: {e}"))?;
+    tracing::info!(
+        message = "Serving /metrics, /healthz and /readyz.",
+        addr = %listener.local_addr().unwrap_or(addr),
+    );
+    Ok((listener, metrics))
 }
 
 /// Serves until `stop` is cancelled.

@@ -27,20 +27,10 @@ pub use publish::{Published, Publisher};
 pub use queues::Queues;
 pub use settle::Settler;
 
-/// An SQS client from the standard AWS configuration chain (environment, profile, role;
-/// `AWS_ENDPOINT_URL` for an emulator), with timeouts so that a stalled connection cannot
-/// hold a runtime up: `connect` for a connection, `attempt` for one attempt of a call.
+/// An SQS client with [`crate::aws_config`]'s configuration and timeouts.
 pub async fn client(
     connect: std::time::Duration,
     attempt: std::time::Duration,
 ) -> aws_sdk_sqs::Client {
-    let timeouts = aws_config::timeout::TimeoutConfig::builder()
-        .connect_timeout(connect)
-        .operation_attempt_timeout(attempt)
-        .build();
-    let aws = aws_config::defaults(aws_config::BehaviorVersion::latest())
-        .timeout_config(timeouts)
-        .load()
-        .await;
-    aws_sdk_sqs::Client::new(&aws)
+    aws_sdk_sqs::Client::new(&crate::aws_config(connect, attempt).await)
 }

@@ -20,7 +20,6 @@ use std::net::SocketAddr;
 use std::sync::Arc;
 use std::time::Duration;
 
-use anyhow::Context as _;
 use aws_sdk_sqs::Client;
 use backon::BackoffBuilder;
 use receipt_verifier_core::{Pipeline, Policy};
@@ -411,15 +410,7 @@ async fn serve_health(
     intake: &Arc<Intake>,
     bootpay: &Arc<BootpayClient>,
 ) -> anyhow::Result<(JoinHandle<()>, CancellationToken)> {
-    let metrics = crate::observability::metrics::install()
-        .map_err(|e| anyhow::anyhow!("cannot install the metrics recorder: {e}"))?;
-    let listener = health::bind(addr)
-        .await
-        .with_context(|| format!("cannot listen on METRICS_ADDR {addr}"))?;
-    tracing::info!(
-        message = "Serving /metrics, /healthz and /readyz.",
-        addr = %listener.local_addr().unwrap_or(addr),
-    );
+    let (listener, metrics) = health::listen(addr).await?;
     let stop = CancellationToken::new();
     let ready = Arc::new(PollerReadiness {
         readiness: readiness.clone(),

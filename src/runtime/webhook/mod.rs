@@ -380,20 +380,12 @@ async fn serve_health(
     ingress: &Arc<Ingress>,
     stop: &CancellationToken,
 ) -> anyhow::Result<tokio::task::JoinHandle<()>> {
-    let metrics = crate::observability::metrics::install()
-        .map_err(|e| anyhow::anyhow!("cannot install the metrics recorder: {e}"))?;
+    let (listener, metrics) = health::listen(addr).await?;
     metrics::describe_counter!(WEBHOOKS, "Webhooks received, by dialect and outcome.");
     metrics::describe_histogram!(
         WEBHOOK_DURATION,
         metrics::Unit::Seconds,
         "From a webhook's arrival to its answer, by dialect."
-    );
-    let listener = health::bind(addr)
-        .await
-        .with_context(|| format!("cannot listen on METRICS_ADDR {addr}"))?;
-    tracing::info!(
-        message = "Serving /metrics, /healthz and /readyz.",
-        addr = %listener.local_addr().unwrap_or(addr),
     );
     let ready = Arc::new(IngressReadiness(ingress.clone()));
     Ok(tokio::spawn(health::serve(
