@@ -4,8 +4,10 @@
 //! Invariants:
 //! - a purchase is deleted only after its decision (or, for a malformed body, its dead
 //!   letter) has been accepted by SQS; every other path leaves it on the queue;
-//! - verification concurrency is a semaphore, not the receive batch: a new receive is
-//!   issued as soon as ten slots are free, so one slow receipt holds up nobody;
+//! - verification concurrency is a semaphore (the slots), not the receive batch, and
+//!   receives run a little ahead of it: received purchases wait for a slot (heartbeated
+//!   like the rest), so a slot that frees is refilled at once, and a slot is given back
+//!   once the purchase is decided, before its publish; one slow receipt holds up nobody;
 //! - while a purchase is being worked on, a heartbeat keeps it invisible;
 //! - on shutdown, receiving stops at once (the long poll is dropped) and in-flight
 //!   purchases finish, or are released with visibility 0, within the grace period.
@@ -154,6 +156,7 @@ impl Poller {
             visibility_timeout: queues.visibility_timeout,
             stop_intake: CancellationToken::new(),
             hard_stop: CancellationToken::new(),
+            slots: Arc::new(Semaphore::new(config.concurrency)),
         });
         Ok(Self {
             ctx,
@@ -252,8 +255,13 @@ impl Poller {
     async fn receive_loop(&self, tasks: &mut JoinSet<()>) {
         let ctx = &self.ctx;
         let stop = &ctx.stop_intake;
-        let slots = Arc::new(Semaphore::new(self.config.concurrency));
-        let batch = self.config.concurrency.clamp(1, MAX_BATCH) as u32;
+        let batch = self.config.concurrency.clamp(1, MAX_BATCH);
+        // Purchases held at once: verifying (at most `concurrency`), waiting for a slot, or
+        // being published and acknowledged. A receive for `batch` more is issued while
+        // the last ones still wait, so the slots never wait on a receive's round trip;
+        // receives stay full, so SQS requests per decision stay where they were.
+        let held = Arc::new(Semaphore::new(self.config.concurrency + 3 * batch));
+        let batch = batch as u32;
         let error_backoff = crate::backoff::receive_errors();
         let mut delays = error_backoff.build();
         loop {
@@ -266,7 +274,7 @@ impl Poller {
             let mut permits = tokio::select! {
                 biased;
                 _ = stop.cancelled() => return,
-                p = slots.clone().acquire_many_owned(batch) => match p {
+                p = held.clone().acquire_many_owned(batch) => match p {
                     Ok(p) => p,
                     Err(_) => return,
                 },

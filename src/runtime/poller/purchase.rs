@@ -12,7 +12,7 @@ use std::time::Duration;
 
 use backon::BackoffBuilder;
 use receipt_verifier_core::{Deadline, FailureKind, Outcome};
-use tokio::sync::OwnedSemaphorePermit;
+use tokio::sync::{OwnedSemaphorePermit, Semaphore};
 use tokio_util::sync::CancellationToken;
 use tracing::{Instrument, field};
 
@@ -37,6 +37,8 @@ pub(super) struct Context {
     pub stop_intake: CancellationToken,
     /// Cancelled when the grace period is over: abandon verification and release.
     pub hard_stop: CancellationToken,
+    /// One per purchase being decided (`WORKER_CONCURRENCY`).
+    pub slots: Arc<Semaphore>,
 }
 
 /// Counts a purchase in flight for as long as it lives.
@@ -55,12 +57,13 @@ impl Drop for InFlight {
     }
 }
 
+/// Handles one received purchase; `_held` counts it among the purchases the poller holds
+/// until it is acknowledged.
 pub(super) async fn handle(
     ctx: Arc<Context>,
     message: PurchaseMessage,
-    _slot: OwnedSemaphorePermit,
+    _held: OwnedSemaphorePermit,
 ) {
-    let _in_flight = InFlight::start();
     let span = tracing::info_span!(
         "purchase",
         message_id = %message.message_id,
@@ -71,7 +74,11 @@ pub(super) async fn handle(
     async {
         let stop_heartbeat = CancellationToken::new();
         let work = async {
-            let disposition = decide_and_settle(&ctx, &message).await;
+            let disposition = match wait_for_slot(&ctx).await {
+                Some(slot) => decide_and_settle(&ctx, &message, slot).await,
+                // Stopping before it started: another worker takes it at once.
+                None => Disposition::Release,
+            };
             stop_heartbeat.cancel();
             disposition
         };
@@ -82,6 +89,15 @@ pub(super) async fn handle(
     }
     .instrument(span)
     .await;
+}
+
+/// A slot to decide the purchase in, or `None` when the worker stops first.
+async fn wait_for_slot(ctx: &Context) -> Option<OwnedSemaphorePermit> {
+    tokio::select! {
+        biased;
+        _ = ctx.stop_intake.cancelled() => None,
+        slot = ctx.slots.clone().acquire_owned() => slot.ok(),
+    }
 }
 
 /// Keeps the message invisible while it is worked on, until `stop`.
@@ -105,12 +121,20 @@ async fn heartbeat(ctx: &Context, message: &PurchaseMessage, stop: &Cancellation
     }
 }
 
-async fn decide_and_settle(ctx: &Context, message: &PurchaseMessage) -> Disposition {
+/// Decides in `slot`, and gives the slot back before publishing: a slot bounds the
+/// purchases being verified, and waiting for a publish batch to fill is not verifying.
+async fn decide_and_settle(
+    ctx: &Context,
+    message: &PurchaseMessage,
+    slot: OwnedSemaphorePermit,
+) -> Disposition {
+    let in_flight = InFlight::start();
     let decided = tokio::select! {
         biased;
         _ = ctx.hard_stop.cancelled() => None,
         decided = decide_patiently(ctx, message) => decided,
     };
+    drop((in_flight, slot));
     match decided {
         Some(outcome) => settle_patiently(ctx, message, &outcome).await,
         None => Disposition::Release,
