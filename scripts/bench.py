@@ -710,14 +710,15 @@ def run_one(args, concurrency, work):
             next_poll += POLL_SECS
             time.sleep(max(0.0, next_poll - time.monotonic()))
 
-        # Decisions are counted once published; wait for the deletes that follow them.
+        # Decisions are counted once published; wait for the deletes that follow them (the
+        # purchase queue empty, in flight included), then read the final counts.
         deadline = time.monotonic() + 30
         while time.monotonic() < deadline:
-            text = scrape(metrics_url)
-            scrapes += 1
-            if metric_sum(text, "receipt_verifier_messages_in_flight") == 0:
+            if queue_counts(sqs, purchases) == (0, 0, 0):
                 break
             time.sleep(POLL_SECS)
+        text = scrape(metrics_url)
+        scrapes += 1
         sqs_requests = metric_sum(text, "receipt_verifier_sqs_requests_total")
         sqs_by_op = metric_by_label(text, "receipt_verifier_sqs_requests_total", "operation")
         sqs_errors = metric_by_label(text, "receipt_verifier_sqs_requests_total", "outcome").get(
