@@ -159,9 +159,11 @@ for trigger in triggers:
     if meta.get("scaleOnInFlight") != "true":
         errors.append("trigger: scaleOnInFlight must be \"true\" (in-flight purchases are work)")
     concurrency = int(cm.get("WORKER_CONCURRENCY", "64"))
-    if int(meta.get("queueLength", "5")) < 2 * concurrency:
+    # A busy pod holds up to WORKER_CONCURRENCY + 30 purchases (its slots, and those
+    # received ahead of them), all in flight to SQS.
+    if int(meta.get("queueLength", "5")) < 2 * concurrency + 30:
         errors.append(
-            "trigger: queueLength must be well above WORKER_CONCURRENCY, since in-flight "
+            "trigger: queueLength must be well above WORKER_CONCURRENCY + 30, since in-flight "
             "purchases count (see the comment in keda-scaledobject.yaml)"
         )
 

@@ -501,6 +501,83 @@ async fn secrets_never_reach_the_logs() {
 }
 
 #[tokio::test]
+async fn a_purchase_received_ahead_of_its_slot_waits_while_intake_is_paused() {
+    // One slot, three purchases received at once (two wait for the slot), and Bootpay
+    // slower than the in-process publish retries, so that intake is paused by the first
+    // decision while the second is still being looked up.
+    let slow = |id: &str, order: &str| {
+        json!({"receipt_id": id, "order_id": order, "price": 1, "status": 1,
+               "fault": {"latency_ms": 2500}})
+    };
+    let ids = ["r-1", "r-2", "r-3"];
+    let stand = Stand::start(json!([
+        slow("r-1", "o-1"),
+        slow("r-2", "o-2"),
+        slow("r-3", "o-3")
+    ]))
+    .await;
+    let worker = stand.worker(&[("WORKER_CONCURRENCY", "1")]).await;
+    worker.wait_for_log(&["Worker started."], WAIT).await;
+    stand
+        .sqs
+        .delete_queue()
+        .queue_url(&stand.result_url)
+        .send()
+        .await
+        .unwrap();
+    stand
+        .send_batch(&[
+            purchase("r-1", "o-1", json!(1)).to_string(),
+            purchase("r-2", "o-2", json!(1)).to_string(),
+            purchase("r-3", "o-3", json!(1)).to_string(),
+        ])
+        .await;
+    worker
+        .wait_for_log(&["Intake paused", "result_queue_unavailable"], WAIT)
+        .await;
+    // The second decision is held too, and its slot has gone to the third purchase.
+    eventually(
+        "two decided purchases held, a few times over",
+        WAIT,
+        || async {
+            let failures: Vec<String> = worker
+                .logs()
+                .into_iter()
+                .filter(|l| l.contains("Failed to publish a decision"))
+                .collect();
+            let held = ids
+                .iter()
+                .filter(|id| {
+                    failures
+                        .iter()
+                        .any(|l| l.contains(&format!("receipt_id=\"{id}\"")))
+                })
+                .count();
+            (held == 2 && failures.len() >= 4).then_some(())
+        },
+    )
+    .await;
+    let mut lookups = Vec::new();
+    for id in ids {
+        lookups.push(stand.fake.receipt_stats(id).await.0);
+    }
+    lookups.sort();
+    assert_eq!(
+        lookups,
+        [0, 1, 1],
+        "the purchase that got the slot while intake was paused waits: {:?}",
+        worker.logs()
+    );
+
+    let recreated = create_queue(&stand.sqs, "decisions", Default::default()).await;
+    assert_eq!(recreated, stand.result_url);
+    let by_id = by_receipt(&stand.decisions(3, WAIT).await);
+    for id in ids {
+        assert_eq!(by_id[id]["decision"], "fulfill", "{id}");
+    }
+}
+
+#[tokio::test]
 async fn a_result_queue_that_refuses_decisions_pauses_intake_and_loses_nothing() {
     let stand = Stand::with(
         json!([

@@ -427,10 +427,18 @@ impl<P: Payments, L: Ledger> Pipeline<P, L> {
         match self.ledger.write(&next).await {
             Ok(Written::Done) => Attempt::Done(then),
             Ok(Written::Conflict(now)) => {
-                tracing::info!(
-                    message = "The ledger entry changed meanwhile; deciding again from what it holds now.",
-                    state = next.state.as_str(),
-                );
+                if next.version == 0 {
+                    // A create-only write: the ledger already holds the receipt (a repeat,
+                    // a redelivery, a reuse); routine.
+                    tracing::debug!(
+                        message = "The ledger holds this receipt; deciding from what it holds.",
+                    );
+                } else {
+                    tracing::info!(
+                        message = "The ledger entry changed meanwhile; deciding again from what it holds now.",
+                        state = next.state.as_str(),
+                    );
+                }
                 match now {
                     Some(now) => Attempt::Raced(Some(now)),
                     None => match self.ledger.get(&next.receipt_id).await {

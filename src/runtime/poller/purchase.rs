@@ -91,12 +91,18 @@ pub(super) async fn handle(
     .await;
 }
 
-/// A slot to decide the purchase in, or `None` when the worker stops first.
+/// A slot to decide the purchase in, once intake is open, or `None` when the worker stops
+/// first. A purchase received ahead must not start while intake is paused: that is when
+/// Bootpay, the ledger or the result queue is not answering.
 async fn wait_for_slot(ctx: &Context) -> Option<OwnedSemaphorePermit> {
     tokio::select! {
         biased;
         _ = ctx.stop_intake.cancelled() => None,
-        slot = ctx.slots.clone().acquire_owned() => slot.ok(),
+        slot = async {
+            let slot = ctx.slots.clone().acquire_owned().await.ok()?;
+            ctx.intake.opened().await;
+            Some(slot)
+        } => slot,
     }
 }
 
