@@ -11,6 +11,7 @@ receipt (no duplicates across workers), each the right one, queues empty. Run it
 
 import argparse
 import json
+import os
 import statistics
 import sys
 import tempfile
@@ -102,7 +103,8 @@ def main(argv):
     p.add_argument("--concurrency", type=int, default=64, help="WORKER_CONCURRENCY of each worker")
     p.add_argument("--workers", type=int, default=2, help="compared with one worker")
     p.add_argument("--repeat", type=int, default=3, help="runs of each, alternating")
-    p.add_argument("--sqs", choices=["moto", "awsim"], default="awsim" if bench.find_awsim() else "moto")
+    default_sqs = os.environ.get("BENCH_SQS") or ("awsim" if bench.find_awsim() else "moto")
+    p.add_argument("--sqs", choices=["moto", "awsim"], default=default_sqs)
     p.add_argument("--bin-dir", type=Path, default=bench.ROOT / "target" / "release")
     p.add_argument("--json", action="store_true")
     args = p.parse_args(argv)

@@ -57,13 +57,26 @@ pub async fn open(
     connect: std::time::Duration,
     attempt: std::time::Duration,
 ) -> Result<AnyLedger, TableError> {
-    let Some(table) = table else {
-        return Ok(AnyLedger::Off(NoLedger));
-    };
-    let client = client(connect, attempt).await;
-    let ledger = DynamoLedger::new(client, table);
+    match table {
+        Some(table) => Ok(AnyLedger::DynamoDb(
+            open_table(table, connect, attempt).await?,
+        )),
+        None => Ok(AnyLedger::Off(NoLedger)),
+    }
+}
+
+/// The ledger in `table`, checked; its client's timeouts are `connect` and `attempt`.
+///
+/// # Errors
+/// When the table does not exist or cannot serve as the ledger.
+pub async fn open_table(
+    table: &str,
+    connect: std::time::Duration,
+    attempt: std::time::Duration,
+) -> Result<DynamoLedger, TableError> {
+    let ledger = DynamoLedger::new(client(connect, attempt).await, table);
     ledger.check().await?;
-    Ok(AnyLedger::DynamoDb(ledger))
+    Ok(ledger)
 }
 
 /// A DynamoDB client with [`crate::aws_config`]'s configuration and timeouts.

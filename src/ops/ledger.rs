@@ -132,9 +132,13 @@ pub async fn run(table: &LedgerTable, command: &LedgerCommand) -> Result<(), Ops
 }
 
 pub async fn reconcile(sqs: &aws_sdk_sqs::Client, args: &ReconcileArgs) -> Result<(), OpsError> {
-    let client = crate::ledger::client(Duration::from_secs(5), Duration::from_secs(30)).await;
-    let ledger = DynamoLedger::new(client, &args.ledger_table);
-    ledger.check().await.map_err(table_error)?;
+    let ledger = crate::ledger::open_table(
+        &args.ledger_table,
+        Duration::from_secs(5),
+        Duration::from_secs(30),
+    )
+    .await
+    .map_err(table_error)?;
     let window = Duration::from_secs(args.reconcile_window_hours * 3600);
     let report = sweep::sweep(&ledger, sqs, &args.purchase_queue_url, window)
         .await
