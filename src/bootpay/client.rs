@@ -17,8 +17,7 @@ use super::{BootpayConfig, CallOutcome, Credentials, Dialect, v1, v2};
 const MAX_BODY_BYTES: usize = 1 << 20;
 /// Bootpay's documented token lifetime, used when an answer does not say.
 const DEFAULT_TOKEN_TTL: Duration = Duration::from_secs(1800);
-/// Bounds on a lifetime Bootpay states, so an absurd one cannot overflow a clock.
-const MIN_TOKEN_TTL: Duration = Duration::from_secs(1);
+/// A bound on a lifetime Bootpay states, so an absurd one cannot overflow a clock.
 const MAX_TOKEN_TTL: Duration = Duration::from_secs(86_400);
 /// The least time an attempt is given, however close its deadline.
 const MIN_ATTEMPT_TIMEOUT: Duration = Duration::from_millis(100);
@@ -372,13 +371,8 @@ impl BootpayClient {
         let answer = self.send(self.http.post(url).json(&body)).await;
         let parsed = answer.and_then(|a| match self.config.dialect {
             Dialect::V1 => v1::token(a.status, &a.body),
-            Dialect::V2 => v2::token(a.status, a.retry_after, &a.body).map(|(token, secs)| {
-                (
-                    token,
-                    secs.filter(|s| s.is_finite() && *s > 0.0)
-                        .map(Duration::from_secs_f64),
-                )
-            }),
+            Dialect::V2 => v2::token(a.status, a.retry_after, &a.body)
+                .map(|(token, secs)| (token, stated_lifetime(secs))),
         });
         let parsed = parsed.map_err(|e| match e {
             // The token call carries nothing but the credentials: any definite refusal
@@ -392,9 +386,7 @@ impl BootpayClient {
         let parsed = parsed.map_err(|e| self.redacted(e));
         self.record("token", requested_at, parsed.as_ref().map(|_| ()));
         let (token, ttl) = parsed?;
-        let ttl = ttl
-            .unwrap_or(DEFAULT_TOKEN_TTL)
-            .clamp(MIN_TOKEN_TTL, MAX_TOKEN_TTL);
+        let ttl = ttl.unwrap_or(DEFAULT_TOKEN_TTL).min(MAX_TOKEN_TTL);
         let value = SecretString::from(token);
         self.redactor.remember(&value);
         crate::observability::metrics::token_refreshed(trigger);
@@ -558,6 +550,15 @@ async fn read_capped(mut response: reqwest::Response) -> Result<Vec<u8>, Bootpay
     Ok(body)
 }
 
+/// The lifetime a v2 token answer states in `expire_in`, when it states one that makes
+/// sense. Bootpay hands back the current token while it has more than five minutes left,
+/// with what is left in whole seconds, so `0` is a token at its end: it is taken as due
+/// for renewal at once, not as "unstated" (which would mean thirty minutes).
+fn stated_lifetime(secs: Option<f64>) -> Option<Duration> {
+    secs.filter(|s| s.is_finite() && *s >= 0.0)
+        .map(|s| Duration::from_secs_f64(s.min(MAX_TOKEN_TTL.as_secs_f64())))
+}
+
 #[cfg(test)]
 mod tests {
     use super::super::RetryPolicy;
@@ -589,6 +590,19 @@ mod tests {
             },
         };
         BootpayClient::new(config, |_| {}).unwrap()
+    }
+
+    #[test]
+    fn a_token_with_no_time_left_is_due_at_once_and_an_unstated_lifetime_is_bootpays() {
+        assert_eq!(stated_lifetime(Some(0.0)), Some(Duration::ZERO));
+        assert_eq!(
+            stated_lifetime(Some(1799.0)),
+            Some(Duration::from_secs(1799))
+        );
+        assert_eq!(stated_lifetime(Some(1e300)), Some(MAX_TOKEN_TTL));
+        for absurd in [None, Some(-1.0), Some(f64::NAN), Some(f64::INFINITY)] {
+            assert_eq!(stated_lifetime(absurd), None, "{absurd:?}");
+        }
     }
 
     #[test]
