@@ -5,6 +5,7 @@
 use std::net::SocketAddr;
 use std::sync::Arc;
 use std::sync::atomic::{AtomicBool, Ordering};
+use std::time::Duration;
 
 use axum::Router;
 use axum::extract::State;
@@ -89,6 +90,7 @@ pub async fn serve(
     ready: Arc<dyn Ready>,
     stop: CancellationToken,
 ) {
+    let upkeep = tokio::spawn(drain_histograms(metrics.clone(), stop.clone()));
     let app = Router::new()
         .route("/metrics", get(render_metrics))
         .route("/healthz", get(|| async { "ok\n" }))
@@ -97,8 +99,25 @@ pub async fn serve(
     let result = axum::serve(listener, app)
         .with_graceful_shutdown(stop.cancelled_owned())
         .await;
+    upkeep.abort();
     if let Err(e) = result {
         tracing::error!(message = "The metrics and health server failed.", error = %e);
+    }
+}
+
+/// How often histogram samples are folded into their buckets between scrapes.
+const UPKEEP_EVERY: Duration = Duration::from_secs(5);
+
+/// Folds recorded histogram samples into their buckets every few seconds. The recorder
+/// keeps every sample until it is drained, and a scrape is what drains it otherwise: a
+/// worker whose `/metrics` is scraped once a minute, or only probed on `/readyz`, would
+/// hold three samples per decision until then, without bound.
+async fn drain_histograms(metrics: PrometheusHandle, stop: CancellationToken) {
+    loop {
+        tokio::select! {
+            () = stop.cancelled() => return,
+            () = tokio::time::sleep(UPKEEP_EVERY) => metrics.run_upkeep(),
+        }
     }
 }
 
