@@ -27,6 +27,8 @@ impl AnyLedger {
     }
 }
 
+// DynamoDB's calls are boxed: an AWS SDK request future is several KiB, and it would
+// otherwise be part of every purchase's task, ledger or not, and be copied with it.
 impl Ledger for AnyLedger {
     fn keeps_records(&self) -> bool {
         matches!(self, Self::DynamoDb(_))
@@ -35,14 +37,14 @@ impl Ledger for AnyLedger {
     async fn get(&self, receipt_id: &str) -> Result<Option<LedgerEntry>, LedgerError> {
         match self {
             Self::Off(off) => off.get(receipt_id).await,
-            Self::DynamoDb(ledger) => ledger.get(receipt_id).await,
+            Self::DynamoDb(ledger) => Box::pin(ledger.get(receipt_id)).await,
         }
     }
 
     async fn write(&self, entry: &LedgerEntry) -> Result<Written, LedgerError> {
         match self {
             Self::Off(off) => off.write(entry).await,
-            Self::DynamoDb(ledger) => ledger.write(entry).await,
+            Self::DynamoDb(ledger) => Box::pin(ledger.write(entry)).await,
         }
     }
 }

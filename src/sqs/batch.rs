@@ -127,7 +127,8 @@ async fn run<F: Flush>(flush: F, mut rx: mpsc::Receiver<Job<F::Entry>>, linger: 
         // Reap finished calls so the set does not grow without bound.
         while calls.try_join_next().is_some() {}
         let flush = flush.clone();
-        calls.spawn(async move {
+        // Boxed, so that the runtime moves a pointer rather than an SDK call's future.
+        calls.spawn(Box::pin(async move {
             let (entries, waiters): (Vec<_>, Vec<_>) = batch.into_iter().unzip();
             let count = entries.len();
             let mut results = flush.flush(entries).await;
@@ -138,7 +139,7 @@ async fn run<F: Flush>(flush: F, mut rx: mpsc::Receiver<Job<F::Entry>>, linger: 
                 // The caller may have stopped waiting (a heartbeat does not wait).
                 let _ = waiter.send(result);
             }
-        });
+        }));
     }
     while calls.join_next().await.is_some() {}
 }

@@ -181,7 +181,11 @@ impl Function {
         let mut tasks = JoinSet::new();
         for lane in lanes {
             let (function, slots) = (self.clone(), slots.clone());
-            tasks.spawn(async move { function.verify_lane(lane, &slots, cutoff).await });
+            // Boxed: a lane's future holds the whole pipeline (KiBs) and the runtime
+            // moves a task's future by value.
+            tasks.spawn(Box::pin(async move {
+                function.verify_lane(lane, &slots, cutoff).await
+            }));
         }
         let mut results: Vec<RecordResult> = Vec::new();
         while let Some(done) = tasks.join_next().await {

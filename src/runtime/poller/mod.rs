@@ -292,7 +292,10 @@ impl Poller {
                         let Some(permit) = permits.split(1) else {
                             break;
                         };
-                        tasks.spawn(purchase::handle(ctx.clone(), message, permit));
+                        // Boxed: a purchase's future is several KiB, and the runtime
+                        // moves a task's future by value when it spawns, polls to the
+                        // end and reaps it; a box is moved as a pointer.
+                        tasks.spawn(Box::pin(purchase::handle(ctx.clone(), message, permit)));
                     }
                 }
                 Err(e) => {
