@@ -449,10 +449,8 @@ impl RunArgs {
             requeue: self.requeue.requeue(),
             shutdown_grace: Duration::from_secs(self.shutdown_grace_secs),
             batch_linger: Duration::from_millis(self.batch_linger_ms),
-            outage_threshold: self.outage_threshold,
             probe_min_delay: Duration::from_millis(500),
             probe_max_delay: Duration::from_secs(self.pause_probe_max_secs),
-            metrics_addr: self.metrics_addr,
             policy: self.bootpay.policy(),
             sweep: (self.sweep.reconcile_interval_secs > 0).then(|| {
                 (

@@ -144,27 +144,35 @@ async fn sqs_client() -> aws_sdk_sqs::Client {
 
 async fn run(args: RunArgs) -> anyhow::Result<()> {
     logging::init(args.log_format);
-    let sqs = sqs_client().await;
-    let queues = queues::resolve(
-        &sqs,
-        &args.queues.purchase_queue_url,
-        &args.queues.result_queue_url,
-    )
-    .await
-    .context("refusing to start")?;
     let bootpay = args.bootpay.config().context("refusing to start")?;
-    let ledger = receipt_verifier::ledger::open(
-        args.ledger.ledger_table.as_deref(),
-        Duration::from_secs(5),
-        Duration::from_secs(10),
-    )
-    .await
-    .context("refusing to start")?;
+    // A token (or a probe) is fetched while the queues and the ledger are looked up.
+    let start = poller::Start::begin(args.metrics_addr, bootpay, args.outage_threshold).await?;
+    let sqs = sqs_client().await;
+    let (queues, ledger) = tokio::try_join!(
+        async {
+            queues::resolve(
+                &sqs,
+                &args.queues.purchase_queue_url,
+                &args.queues.result_queue_url,
+            )
+            .await
+            .context("refusing to start")
+        },
+        async {
+            receipt_verifier::ledger::open(
+                args.ledger.ledger_table.as_deref(),
+                Duration::from_secs(5),
+                Duration::from_secs(10),
+            )
+            .await
+            .context("refusing to start")
+        },
+    )?;
     let config = args.worker_config(queues.visibility_timeout);
     poller::run(
         sqs,
         queues,
-        bootpay,
+        start,
         ledger,
         config,
         receipt_verifier::shutdown::signal(),

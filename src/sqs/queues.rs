@@ -44,8 +44,10 @@ pub async fn resolve(
     purchase_url: &str,
     result_url: &str,
 ) -> Result<Queues, SetupError> {
-    let purchase = purchase_queue(sqs, purchase_url).await?;
-    check_result_queue(sqs, result_url).await?;
+    let (purchase, ()) = tokio::try_join!(
+        purchase_queue(sqs, purchase_url),
+        check_result_queue(sqs, result_url)
+    )?;
     Ok(Queues {
         purchase_url: purchase.url,
         result_url: result_url.to_owned(),

@@ -12,8 +12,10 @@
 //! - on shutdown, receiving stops at once (the long poll is dropped) and in-flight
 //!   purchases finish, or are released with visibility 0, within the grace period.
 //!
-//! [`Poller::build`] wires it up, [`Poller::run_until_stopped`] receives until the
-//! shutdown signal, [`Poller::shutdown`] drains what is in flight.
+//! [`BootpayStart::begin`] builds the Bootpay client and checks its credentials while the
+//! caller looks up the queues and the ledger, [`Poller::build`] wires it up,
+//! [`Poller::run_until_stopped`] receives until the shutdown signal, [`Poller::shutdown`]
+//! drains what is in flight.
 
 mod intake;
 mod purchase;
@@ -24,14 +26,15 @@ use std::time::Duration;
 
 use aws_sdk_sqs::Client;
 use backon::BackoffBuilder;
+use metrics_exporter_prometheus::PrometheusHandle;
 use receipt_verifier_core::{Pipeline, Policy};
-use tokio::sync::Semaphore;
+use tokio::sync::{Semaphore, oneshot, watch};
 use tokio::task::{JoinHandle, JoinSet};
 use tokio_util::sync::CancellationToken;
 
 use self::intake::{Intake, IntakeState};
 use self::purchase::Context;
-use crate::bootpay::{BootpayClient, BootpayConfig};
+use crate::bootpay::{BootpayClient, BootpayConfig, BootpayError};
 use crate::ledger::AnyLedger;
 use crate::observability::health::{self, Readiness};
 use crate::runtime::join;
@@ -52,11 +55,8 @@ pub struct WorkerConfig {
     pub requeue: Requeue,
     pub shutdown_grace: Duration,
     pub batch_linger: Duration,
-    pub outage_threshold: u32,
     pub probe_min_delay: Duration,
     pub probe_max_delay: Duration,
-    /// Where to serve `/metrics`, `/healthz` and `/readyz`; none when `None`.
-    pub metrics_addr: Option<SocketAddr>,
     pub policy: Policy,
     /// How long one purchase's transient Bootpay failures are retried in process.
     pub retry_budget: Duration,
@@ -74,15 +74,76 @@ const RELEASE_WAIT: Duration = Duration::from_secs(10);
 pub async fn run(
     sqs: Client,
     queues: Queues,
-    bootpay: BootpayConfig,
+    start: Start,
     ledger: AnyLedger,
     config: WorkerConfig,
     shutdown: impl Future<Output = ()> + Send + 'static,
 ) -> anyhow::Result<()> {
-    let poller = Poller::build(sqs, queues, bootpay, ledger, config).await?;
+    let poller = Poller::build(sqs, queues, start, ledger, config).await?;
     let in_flight = poller.run_until_stopped(shutdown).await;
     poller.shutdown(in_flight).await;
     Ok(())
+}
+
+/// What the poller starts before the queues and the ledger are looked up, since none of
+/// it needs them: the metrics recorder and the health address (first, so that what
+/// follows is counted), the Bootpay client (which loads the TLS roots) and its credentials
+/// check (a round trip to Bootpay). The first receive still waits for the check, so a
+/// worker whose credentials are refused takes nothing off the queue.
+pub struct Start {
+    health: Option<(tokio::net::TcpListener, PrometheusHandle)>,
+    intake: Arc<Intake>,
+    client: oneshot::Receiver<Result<Arc<BootpayClient>, BootpayError>>,
+    /// Turns `true` once the credentials check has an answer.
+    checked: watch::Receiver<bool>,
+}
+
+impl Start {
+    /// Installs the metrics recorder and binds `metrics_addr`, then builds the Bootpay
+    /// client and checks the credentials in a task of their own.
+    ///
+    /// # Errors
+    /// When the recorder cannot be installed or the address cannot be bound.
+    pub async fn begin(
+        metrics_addr: Option<SocketAddr>,
+        bootpay: BootpayConfig,
+        outage_threshold: u32,
+    ) -> anyhow::Result<Self> {
+        let health = match metrics_addr {
+            Some(addr) => Some(health::listen(addr).await?),
+            None => None,
+        };
+        let intake = Arc::new(Intake::new(outage_threshold));
+        let observer = intake.clone();
+        let (client_tx, client) = oneshot::channel();
+        let (checked_tx, checked) = watch::channel(false);
+        tokio::spawn(async move {
+            let bootpay = match BootpayClient::new(bootpay, move |o| observer.observe(o)) {
+                Ok(bootpay) => Arc::new(bootpay),
+                Err(e) => {
+                    let _ = client_tx.send(Err(e));
+                    return;
+                }
+            };
+            let _ = client_tx.send(Ok(bootpay.clone()));
+            // Learn at once whether Bootpay takes the credentials; a refusal pauses intake.
+            if let Err(e) = bootpay.check_credentials().await {
+                let what = if bootpay.uses_tokens() {
+                    "Bootpay did not issue a token at start-up."
+                } else {
+                    "Bootpay did not answer a probe at start-up."
+                };
+                tracing::error!(message = what, error = %crate::error_chain(&e));
+            }
+            let _ = checked_tx.send(true);
+        });
+        Ok(Self {
+            health,
+            intake,
+            client,
+            checked,
+        })
+    }
 }
 
 /// A built poller and the tasks it owns.
@@ -92,6 +153,8 @@ pub struct Poller {
     queues: Queues,
     config: WorkerConfig,
     bootpay: Arc<BootpayClient>,
+    /// Turns `true` once Bootpay has answered the start-up credentials check.
+    bootpay_checked: watch::Receiver<bool>,
     intake: Arc<Intake>,
     readiness: Arc<Readiness>,
     /// The four batchers' tasks; they end once every handle to them is dropped.
@@ -100,25 +163,29 @@ pub struct Poller {
 }
 
 impl Poller {
-    /// Builds the Bootpay client, the batchers and, with `metrics_addr`, the health server.
+    /// Takes the Bootpay client once it is built, and starts the batchers and, with a
+    /// metrics address, the health server.
     ///
     /// # Errors
     /// When the Bootpay client cannot be built or the metrics address cannot be bound.
     pub async fn build(
         sqs: Client,
         queues: Queues,
-        bootpay: BootpayConfig,
+        start: Start,
         ledger: AnyLedger,
         config: WorkerConfig,
     ) -> anyhow::Result<Self> {
-        let intake = Arc::new(Intake::new(config.outage_threshold));
-        let observer = intake.clone();
-        let bootpay = Arc::new(BootpayClient::new(bootpay, move |o| observer.observe(o))?);
+        let Start {
+            health,
+            intake,
+            client,
+            checked,
+        } = start;
+        let bootpay = client
+            .await
+            .map_err(|_| anyhow::anyhow!("the Bootpay client was not built"))??;
         let readiness = Arc::new(Readiness::default());
-        let health = match config.metrics_addr {
-            Some(addr) => Some(serve_health(addr, &readiness, &intake, &bootpay).await?),
-            None => None,
-        };
+        let health = health.map(|listening| serve_health(listening, &readiness, &intake, &bootpay));
         let linger = config.batch_linger;
         let send = |queue_url: &str| SendFlush {
             sqs: sqs.clone(),
@@ -164,6 +231,7 @@ impl Poller {
             queues,
             config,
             bootpay,
+            bootpay_checked: checked,
             intake,
             readiness,
             batchers: vec![
@@ -206,15 +274,12 @@ impl Poller {
         });
 
         let sweeper = self.spawn_sweeps(&stop);
-
-        // Learn at once whether Bootpay takes the credentials; a refusal pauses intake.
-        if let Err(e) = self.bootpay.check_credentials().await {
-            let what = if self.bootpay.uses_tokens() {
-                "Bootpay did not issue a token at start-up."
-            } else {
-                "Bootpay did not answer a probe at start-up."
-            };
-            tracing::error!(message = what, error = %crate::error_chain(&e));
+        // The first receive waits for the credentials check (a refusal has paused intake
+        // by then). Err: the check's task ended without an answer; intake decides.
+        let mut checked = self.bootpay_checked.clone();
+        tokio::select! {
+            _ = stop.cancelled() => {}
+            _ = checked.wait_for(|done| *done) => {}
         }
         tracing::info!(
             message = "Worker started.",
@@ -415,13 +480,12 @@ impl health::Ready for PollerReadiness {
     }
 }
 
-async fn serve_health(
-    addr: SocketAddr,
+fn serve_health(
+    (listener, metrics): (tokio::net::TcpListener, PrometheusHandle),
     readiness: &Arc<Readiness>,
     intake: &Arc<Intake>,
     bootpay: &Arc<BootpayClient>,
-) -> anyhow::Result<(JoinHandle<()>, CancellationToken)> {
-    let (listener, metrics) = health::listen(addr).await?;
+) -> (JoinHandle<()>, CancellationToken) {
     let stop = CancellationToken::new();
     let ready = Arc::new(PollerReadiness {
         readiness: readiness.clone(),
@@ -429,5 +493,5 @@ async fn serve_health(
         bootpay: bootpay.clone(),
     });
     let task = tokio::spawn(health::serve(listener, metrics, ready, stop.clone()));
-    Ok((task, stop))
+    (task, stop)
 }
