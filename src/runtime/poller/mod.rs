@@ -12,10 +12,10 @@
 //! - on shutdown, receiving stops at once (the long poll is dropped) and in-flight
 //!   purchases finish, or are released with visibility 0, within the grace period.
 //!
-//! [`BootpayStart::begin`] builds the Bootpay client and checks its credentials while the
-//! caller looks up the queues and the ledger, [`Poller::build`] wires it up,
-//! [`Poller::run_until_stopped`] receives until the shutdown signal, [`Poller::shutdown`]
-//! drains what is in flight.
+//! [`Start::begin`] installs the metrics recorder, builds the Bootpay client and checks
+//! its credentials while the caller looks up the queues and the ledger, [`Poller::build`]
+//! wires it up, [`Poller::run_until_stopped`] receives until the shutdown signal,
+//! [`Poller::shutdown`] drains what is in flight.
 
 mod intake;
 mod purchase;
@@ -70,7 +70,7 @@ const RELEASE_WAIT: Duration = Duration::from_secs(10);
 /// Runs the worker until `shutdown` completes and in-flight work is finished or released.
 ///
 /// # Errors
-/// When the Bootpay client cannot be built or the metrics address cannot be bound.
+/// When the Bootpay client could not be built.
 pub async fn run(
     sqs: Client,
     queues: Queues,
@@ -167,7 +167,7 @@ impl Poller {
     /// metrics address, the health server.
     ///
     /// # Errors
-    /// When the Bootpay client cannot be built or the metrics address cannot be bound.
+    /// When the Bootpay client could not be built.
     pub async fn build(
         sqs: Client,
         queues: Queues,
