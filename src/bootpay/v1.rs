@@ -84,8 +84,11 @@ impl From<WireReceipt> for Receipt {
 /// The envelope's error, classified; `Malformed` when there is no token.
 pub fn token(status: StatusCode, body: &[u8]) -> Result<(String, Option<Duration>), BootpayError> {
     let data: TokenData = data(status, None, body, "token")?;
+    // An expiry equal to the server's time is a token at its end (the current token,
+    // handed back with no whole second left), due for renewal at once; only a missing or
+    // backwards pair leaves the lifetime unstated.
     let ttl = match (data.server_time, data.expired_at) {
-        (Some(now), Some(expiry)) if expiry > now => Some(Duration::from_secs(
+        (Some(now), Some(expiry)) if expiry >= now => Some(Duration::from_secs(
             u64::try_from(expiry - now).unwrap_or(0),
         )),
         _ => None,
@@ -175,6 +178,11 @@ mod tests {
         let (token, ttl) = token(StatusCode::OK, body).unwrap();
         assert_eq!(token, "t-1");
         assert_eq!(ttl, Some(Duration::from_secs(1800)));
+        let at_its_end = br#"{"status":200,"code":0,"message":"","data":{"token":"t-1","server_time":1700000000,"expired_at":1700000000}}"#;
+        assert_eq!(
+            super::token(StatusCode::OK, at_its_end).unwrap().1,
+            Some(Duration::ZERO)
+        );
         let refused = br#"{"status":401,"code":-2410,"message":"not found","data":null}"#;
         assert!(matches!(
             super::token(StatusCode::UNAUTHORIZED, refused),
